@@ -57,7 +57,7 @@ def make_checkpoint(arch: ArchConfig, state_dict: dict, *, dataset: str, class_n
         "std": [float(s) for s in std],
         "metrics": dict(metrics or {}),
         "train_config": dict(train_config or {}),
-        "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__},
+        "versions": {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__)},
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "epoch": int(epoch),
     }
