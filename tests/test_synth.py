@@ -1,0 +1,109 @@
+"""Tests for train/synth.py: determinism, split separation, labels by construction, font filter."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from train import synth
+
+N_SMALL = 24
+INK_LEVEL = 224  # a pixel darker than this on a white plate counts as ink
+CENTRE_TOLERANCE_PX = 2.0
+
+
+@pytest.fixture(scope="module")
+def fonts() -> list[Path]:
+    return synth.find_fonts()
+
+
+def _ink_columns(img: np.ndarray) -> np.ndarray:
+    return np.flatnonzero((img.min(axis=-1) < INK_LEVEL).any(axis=0))
+
+
+def test_generate_shapes_dtypes_and_labels():
+    x, y = synth.generate(N_SMALL, seed=0)
+    assert x.shape == (N_SMALL, 32, 32, 3) and x.dtype == np.uint8
+    assert y.shape == (N_SMALL,) and y.dtype == np.int64
+    assert y.min() >= 0 and y.max() <= 9
+    assert x.std() > 10, "images should not be flat"
+
+
+def test_generate_other_size():
+    x, _ = synth.generate(4, seed=0, size=24)
+    assert x.shape == (4, 24, 24, 3)
+
+
+def test_same_seed_identical_and_different_seed_differs():
+    x1, y1 = synth.generate(N_SMALL, seed=3)
+    x2, y2 = synth.generate(N_SMALL, seed=3)
+    x3, _ = synth.generate(N_SMALL, seed=4)
+    np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_array_equal(y1, y2)
+    assert not np.array_equal(x1, x3)
+
+
+def test_workers_do_not_change_the_data():
+    x1, y1 = synth.generate(N_SMALL, seed=5, workers=1)
+    x2, y2 = synth.generate(N_SMALL, seed=5, workers=2)
+    np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_array_equal(y1, y2)
+
+
+def test_splits_share_no_sample():
+    samples = {split: synth.generate(N_SMALL, seed=0, split=split)[0] for split in synth.SPLIT_IDS}
+    flat = {split: {img.tobytes() for img in x} for split, x in samples.items()}
+    assert not flat["train"] & flat["val"]
+    assert not flat["train"] & flat["test"]
+    assert not flat["val"] & flat["test"]
+
+
+def test_unknown_split_is_rejected():
+    with pytest.raises(ValueError, match="split"):
+        synth.generate(1, seed=0, split="holdout")
+
+
+@pytest.mark.parametrize("label", range(10))
+def test_lone_digit_is_centred_and_visible(fonts, label):
+    rng = np.random.default_rng(label)
+    for font in fonts[label::25]:  # a different slice of faces per digit keeps this quick
+        img = synth.render_style(synth.plain_style(font), label, rng, size=32)
+        cols = _ink_columns(img)
+        assert cols.size > 0, f"digit {label} blank in {font}"
+        centre = (cols[0] + cols[-1] + 1) / 2
+        assert abs(centre - 16) <= CENTRE_TOLERANCE_PX, f"digit {label} off-centre in {font}"
+
+
+def test_every_found_font_draws_ten_distinct_digits(fonts):
+    for font in fonts:
+        face = synth.get_font(str(font), 16)  # a size the filter itself never probes with
+        glyphs = [synth._glyph_bitmap(face, d) for d in synth.DIGITS]
+        assert all(g.max() > 0 for g in glyphs), f"blank digit in {font}"
+        assert len({g.tobytes() for g in glyphs}) == 10, f"repeated digit glyph in {font}"
+
+
+def test_face_without_digits_is_dropped(tmp_path):
+    dingbats = sorted(Path("/usr/share/fonts").rglob("D050000L.t1"))
+    if dingbats:
+        assert not synth.font_draws_digits(dingbats[0])
+        (tmp_path / dingbats[0].name).symlink_to(dingbats[0])
+        with pytest.raises(RuntimeError, match="fonts-"):
+            synth.find_fonts([tmp_path])
+    not_a_font = tmp_path / "broken.ttf"
+    not_a_font.write_bytes(b"not a font")
+    assert not synth.font_draws_digits(not_a_font)
+
+
+def test_find_fonts_raises_naming_packages_when_empty(tmp_path):
+    with pytest.raises(RuntimeError, match="fonts-dejavu"):
+        synth.find_fonts([tmp_path])
+
+
+def test_load_or_generate_caches(tmp_path):
+    x1, y1 = synth.load_or_generate(tmp_path, 6, seed=1, split="val", workers=1)
+    files = list((tmp_path / "synthdigits").glob("*.npz"))
+    assert [f.name for f in files] == [f"val-6-1-v{synth.GENERATOR_VERSION}.npz"]
+    x2, y2 = synth.load_or_generate(tmp_path, 6, seed=1, split="val", workers=1)
+    np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_array_equal(y1, y2)

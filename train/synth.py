@@ -1,0 +1,565 @@
+"""SynthDigits: synthetic SVHN-style 32x32 digit crops rendered from system fonts.
+
+Follows the idea of Ganin & Lempitsky (2015): render a house number (the labelled digit plus
+same-font neighbours) in a random installed typeface, distort it (rotation, shear, stretch,
+perspective), colour it (plates, gradients, outlines, shadows, uneven light), crop a square around
+the labelled digit at twice the output resolution and degrade it (blur, downsampling, noise, JPEG)
+so it looks like a real SVHN crop. Every sample is drawn from its own generator
+``np.random.default_rng([seed, SPLIT_IDS[split], index])``, so datasets are reproducible whatever
+the number of worker processes, and the splits never share a sample.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import functools
+import hashlib
+import io
+import logging
+import multiprocessing
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+log = logging.getLogger(__name__)
+
+# Debian packages whose faces the generator relies on (README and CI install these).
+FONT_PACKAGES: tuple[str, ...] = (
+    "fonts-dejavu", "fonts-liberation", "fonts-noto-core", "fonts-urw-base35",
+    "fonts-freefont-ttf", "fonts-roboto-unhinted", "fonts-croscore", "fonts-texgyre",
+    "fonts-lato", "fonts-inter", "fonts-cmu", "fonts-open-sans", "fonts-dseg", "fonts-ocr-a",
+    "fonts-ocr-b", "fonts-comic-neue", "fonts-allerta", "fonts-b612", "fonts-bebas-neue",
+    "fonts-cantarell", "fonts-comfortaa", "fonts-dosis", "fonts-go", "fonts-hack", "fonts-jura",
+    "fonts-karla", "fonts-league-spartan", "fonts-manrope", "fonts-play", "fonts-quicksand",
+    "fonts-routed-gothic", "fonts-yanone-kaffeesatz", "fonts-dkg-handwriting", "fonts-breip",
+    "fonts-firacode", "fonts-crosextra-carlito", "fonts-crosextra-caladea", "fonts-sil-andika",
+    "fonts-femkeklaver", "fonts-beteckna", "fonts-staypuft", "fonts-linuxlibertine",
+    "fonts-vollkorn", "fonts-ubuntu-title",
+)
+DEFAULT_FONT_DIRS: tuple[str, ...] = ("/usr/share/fonts", "/usr/local/share/fonts")
+FONT_SUFFIXES: tuple[str, ...] = (".ttf", ".otf", ".ttc", ".pfb", ".t1")  # preference order
+GENERATOR_VERSION = 1
+SPLIT_IDS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
+DIGITS = "0123456789"
+TOFU_PROBE = chr(0x10FFFD)  # plane-16 private-use codepoint: no real face defines it
+PROBE_FONT_SIZE = 24  # px; font-filter renders are small so scanning hundreds of faces is quick
+MIN_INK_RATIO = 0.12  # median digit ink / height^2 below this is a hairline face that vanishes at 32 px
+RENDER_SCALE = 2  # compose at 2x the output size, then downsample with antialiasing
+FONT_SIZES: tuple[int, ...] = (40, 52)  # px; a few sizes so hinting varies but the cache stays small
+
+
+@dataclass(frozen=True)
+class DigitStyle:
+    """Every random choice behind one rendered crop (lengths are fractions of the font size).
+
+    Attributes:
+        font: Face used for the whole house number.
+        font_size: Pixel size the text is drawn at before the crop transform.
+        left: Neighbouring digits drawn left of the label, outermost first.
+        right: Neighbouring digits drawn right of the label.
+        gap: Extra space between digit advances, as a fraction of the font size.
+        stroke: Extra stroke width in px (synthetic bold), 0 for the face's own weight.
+        height_frac: Height of the labelled glyph as a fraction of the crop side.
+        shift: Crop-centre offset (x, y) as a fraction of the crop side.
+        rotation: Rotation in radians.
+        shear: Horizontal shear factor (italic-like slant).
+        stretch: Horizontal scale (>1 wider, <1 condensed).
+        perspective: Projective terms (g, h) in output pixels^-1.
+        fg, bg, wall: RGB colours (0-1) of the digits, plate and surrounding wall.
+        outline: (width px, RGB) of a contour around the digits, or None.
+        shadow: (dx, dy, alpha) of a drop shadow in output px, or None; negative alpha embosses.
+        plate_edge: (angle, distance as fraction of the crop side) of the plate border, or None.
+        light: (gradient strength, gradient angle, blotch strength) of uneven lighting.
+        blur: Gaussian blur radius at render resolution.
+        low_res: Side the crop is squeezed to before upscaling to the output, or 0.
+        noise: Standard deviation of pixel noise (0-255 scale).
+        jpeg: JPEG quality, or 0 for none.
+    """
+
+    font: Path
+    font_size: int = FONT_SIZES[-1]
+    left: tuple[int, ...] = ()
+    right: tuple[int, ...] = ()
+    gap: float = 0.05
+    stroke: int = 0
+    height_frac: float = 0.7
+    shift: tuple[float, float] = (0.0, 0.0)
+    rotation: float = 0.0
+    shear: float = 0.0
+    stretch: float = 1.0
+    perspective: tuple[float, float] = (0.0, 0.0)
+    fg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    bg: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    wall: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    outline: tuple[int, tuple[float, float, float]] | None = None
+    shadow: tuple[float, float, float] | None = None
+    plate_edge: tuple[float, float] | None = None
+    light: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    blur: float = 0.0
+    low_res: int = 0
+    noise: float = 0.0
+    jpeg: int = 0
+
+
+# ----------------------------------------------------------------------------- fonts
+
+
+@functools.lru_cache(maxsize=None)
+def get_font(path: str | Path, size: int) -> ImageFont.FreeTypeFont:
+    """Open a face once per (path, size) in this process."""
+    return ImageFont.truetype(str(path), size, layout_engine=ImageFont.Layout.BASIC)
+
+
+def _glyph_bitmap(font: ImageFont.FreeTypeFont, text: str) -> np.ndarray:
+    """Render `text` on a square canvas of twice the font size and return its pixels."""
+    side = 2 * font.size
+    img = Image.new("L", (side, side), 0)
+    ImageDraw.Draw(img).text((side // 4, side // 4), text, fill=255, font=font)
+    return np.asarray(img)
+
+
+def _ink_ratio(glyphs: Sequence[np.ndarray]) -> float:
+    """Median over glyphs of ink area / ink height^2: a stroke-weight measure free of size."""
+    ratios = []
+    for glyph in glyphs:
+        rows = np.flatnonzero(glyph.max(axis=1) >= 128)
+        height = rows[-1] - rows[0] + 1
+        ratios.append(glyph.sum() / 255.0 / height ** 2)
+    return float(np.median(ratios))
+
+
+def digit_signature(path: str | Path, size: int = PROBE_FONT_SIZE) -> bytes | None:
+    """Fingerprint a face's ten digits, or None when it cannot draw ten distinct digits.
+
+    A face fails when it cannot be opened, when a digit is blank, when a digit renders like a
+    codepoint no face defines (tofu or .notdef box), when two digits render identically, or
+    when its strokes are hairlines that vanish at SVHN resolution.
+
+    Args:
+        path: Font file.
+        size: Probe size in px.
+
+    Returns:
+        A hash of the ten digit renders (equal for visually identical faces), or None.
+    """
+    try:
+        font = get_font(str(path), size)
+        tofu = _glyph_bitmap(font, TOFU_PROBE)
+        glyphs = [_glyph_bitmap(font, d) for d in DIGITS]
+    except (OSError, ValueError):
+        return None
+    blobs = [g.tobytes() for g in glyphs]
+    if any(g.max() < 128 for g in glyphs) or tofu.tobytes() in blobs or len(set(blobs)) < 10:
+        return None
+    if _ink_ratio(glyphs) < MIN_INK_RATIO:
+        return None
+    return hashlib.sha1(b"".join(blobs)).digest()
+
+
+def font_draws_digits(path: str | Path) -> bool:
+    """True when the face at `path` draws ten distinct, non-empty, non-tofu digits."""
+    return digit_signature(path) is not None
+
+
+def _candidate_files(dirs: Sequence[str | Path]) -> list[Path]:
+    """Font files under `dirs`, sorted by suffix preference then path (deterministic)."""
+    files = {p for d in dirs if Path(d).is_dir() for p in Path(d).rglob("*")
+             if p.suffix.lower() in FONT_SUFFIXES and p.is_file()}
+    return sorted(files, key=lambda p: (FONT_SUFFIXES.index(p.suffix.lower()), str(p)))
+
+
+@functools.lru_cache(maxsize=None)
+def _find_fonts_cached(dirs: tuple[str, ...]) -> tuple[Path, ...]:
+    candidates = _candidate_files(dirs)
+    kept: list[Path] = []
+    seen_names: set[tuple[str, str]] = set()
+    seen_renders: set[bytes] = set()
+    broken = duplicates = 0
+    for path in candidates:
+        signature = digit_signature(path)
+        if signature is None:
+            broken += 1
+            continue
+        name = get_font(str(path), PROBE_FONT_SIZE).getname()
+        if name in seen_names or signature in seen_renders:
+            duplicates += 1  # same face in another format, or digits copied from another face
+            continue
+        seen_names.add(name)
+        seen_renders.add(signature)
+        kept.append(path)
+    log.info("find_fonts: using %d faces; dropped %d without ten distinct digits and %d "
+             "duplicates (of %d files)", len(kept), broken, duplicates, len(candidates))
+    if not kept:
+        raise RuntimeError(f"No usable digit font under {list(dirs)}. Install the Debian "
+                           f"packages: apt-get install {' '.join(FONT_PACKAGES)}")
+    return tuple(kept)
+
+
+def find_fonts(dirs: Sequence[str | Path] = DEFAULT_FONT_DIRS) -> list[Path]:
+    """Discover installed faces that can draw ten distinct digits.
+
+    Args:
+        dirs: Directories searched recursively for .ttf/.otf/.ttc/.pfb/.t1 files.
+
+    Returns:
+        Usable font paths, one per distinct face, in a deterministic order.
+
+    Raises:
+        RuntimeError: When no usable face is found (the message names the packages to install).
+    """
+    return list(_find_fonts_cached(tuple(str(d) for d in dirs)))
+
+
+# ----------------------------------------------------------------------------- style sampling
+
+
+def _random_colour(rng: np.random.Generator, value: float) -> tuple[float, float, float]:
+    """An RGB colour with HSV value `value`, random hue and mostly low saturation."""
+    saturation = float(rng.beta(1.0, 4.0))
+    return colorsys.hsv_to_rgb(float(rng.random()), saturation, value)
+
+
+def _sample_colours(rng: np.random.Generator) -> tuple[tuple[float, float, float], ...]:
+    """(fg, bg, wall) with a realistic, sometimes low, digit-to-plate contrast."""
+    bg_value = float(rng.uniform(0.05, 0.98))
+    contrast = float(rng.uniform(0.15, 0.8))
+    darker = rng.random() < (0.85 if bg_value > 0.5 else 0.15)
+    fg_value = bg_value - contrast if darker else bg_value + contrast
+    if not 0.0 <= fg_value <= 1.0:
+        fg_value = bg_value + contrast if darker else bg_value - contrast
+    fg_value = float(np.clip(fg_value, 0.0, 1.0))
+    wall = _random_colour(rng, float(rng.uniform(0.1, 0.95)))
+    return _random_colour(rng, fg_value), _random_colour(rng, bg_value), wall
+
+
+def _sample_neighbours(rng: np.random.Generator) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Digits of the house number on each side of the label (often one or two, sometimes none)."""
+    counts = rng.choice(3, size=2, p=(0.3, 0.5, 0.2))
+    left = tuple(int(d) for d in rng.integers(0, 10, counts[0]))
+    right = tuple(int(d) for d in rng.integers(0, 10, counts[1]))
+    return left, right
+
+
+def _sample_geometry(rng: np.random.Generator) -> dict:
+    """Crop and distortion parameters."""
+    italic = rng.random() < 0.15
+    return dict(
+        gap=float(rng.uniform(-0.04, 0.25) if rng.random() < 0.85 else rng.uniform(0.25, 0.6)),
+        height_frac=float(rng.uniform(0.55, 0.95)),
+        shift=(float(rng.normal(0, 0.03)), float(rng.normal(0, 0.03))),
+        rotation=float(np.clip(rng.normal(0, 0.08), -0.3, 0.3)),
+        shear=float(rng.uniform(-0.35, -0.12) if italic else rng.normal(0, 0.08)),
+        stretch=float(np.exp(np.clip(rng.normal(0, 0.15), -0.4, 0.4))),
+        perspective=tuple(float(v) for v in rng.normal(0, 0.002, 2)),
+    )
+
+
+def _sample_effects(rng: np.random.Generator, fg: tuple, bg: tuple) -> dict:
+    """Outline, shadow/emboss, plate edge and lighting parameters."""
+    outline = None
+    if rng.random() < 0.15:
+        outline = (int(rng.integers(1, 4)), _random_colour(rng, float(rng.random())))
+    shadow = None
+    if rng.random() < 0.2:
+        dx, dy = rng.uniform(0.5, 3.0, 2) * rng.choice((-1, 1), 2)
+        shadow = (float(dx), float(dy), float(rng.uniform(0.3, 0.9) * rng.choice((-1, 1))))
+    plate_edge = None
+    if rng.random() < 0.3:
+        angle = float(rng.choice((0.0, 0.5, 1.0, 1.5)) * np.pi + rng.normal(0, 0.1))
+        plate_edge = (angle, float(rng.uniform(0.3, 0.5)))
+    light = (float(rng.uniform(0, 0.5)), float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(0, 0.15)))
+    return dict(outline=outline, shadow=shadow, plate_edge=plate_edge, light=light)
+
+
+def _sample_degradation(rng: np.random.Generator, size: int) -> dict:
+    """Blur, resolution loss, noise and compression parameters."""
+    low_res = int(rng.integers(size // 3, size)) if rng.random() < 0.3 else 0
+    return dict(
+        blur=float(rng.uniform(0.0, 1.0) if rng.random() < 0.6 else rng.uniform(1.0, 2.5)),
+        low_res=low_res,
+        noise=float(rng.uniform(0, 8)),
+        jpeg=int(rng.integers(20, 95)) if rng.random() < 0.5 else 0,
+    )
+
+
+def sample_style(rng: np.random.Generator, fonts: Sequence[Path], size: int = 32) -> DigitStyle:
+    """Draw every random choice for one crop.
+
+    Args:
+        rng: Source of randomness.
+        fonts: Faces to choose from (see `find_fonts`).
+        size: Output side in px (scales resolution loss).
+
+    Returns:
+        The style to hand to `render_style`.
+    """
+    font = fonts[int(rng.integers(len(fonts)))]
+    fg, bg, wall = _sample_colours(rng)
+    left, right = _sample_neighbours(rng)
+    stroke = int(rng.integers(1, 4)) if rng.random() < 0.25 else 0
+    return DigitStyle(
+        font=font, font_size=int(rng.choice(FONT_SIZES)), left=left, right=right, stroke=stroke,
+        fg=fg, bg=bg, wall=wall, **_sample_geometry(rng), **_sample_effects(rng, fg, bg),
+        **_sample_degradation(rng, size),
+    )
+
+
+def plain_style(font: Path) -> DigitStyle:
+    """A lone, undistorted, black-on-white digit (used to check labels by construction)."""
+    return DigitStyle(font=font)
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _layout(style: DigitStyle, label: int) -> tuple[list[str], np.ndarray, tuple[int, int], int]:
+    """Characters of the house number, their pen x positions, canvas size and target index."""
+    font = get_font(str(style.font), style.font_size)
+    text = [str(d) for d in (*style.left, label, *style.right)]
+    size = style.font_size
+    advances = [font.getlength(ch) + style.gap * size + style.stroke for ch in text]
+    xs = size + np.concatenate(([0.0], np.cumsum(advances[:-1])))
+    return text, xs, (int(xs[-1] + advances[-1] + 2 * size), 2 * size), len(style.left)
+
+
+def _draw_text(style: DigitStyle, label: int, extra_stroke: int = 0) -> tuple[Image.Image, tuple]:
+    """Draw the house number on an 'L' canvas, thickened by `extra_stroke` px for outlines.
+
+    Returns:
+        The canvas and the ink bounding box (x0, y0, x1, y1) of the labelled digit alone.
+    """
+    font = get_font(str(style.font), style.font_size)
+    text, xs, canvas_size, target = _layout(style, label)
+    canvas = Image.new("L", canvas_size, 0)
+    draw = ImageDraw.Draw(canvas)
+    baseline, stroke = int(1.5 * style.font_size), style.stroke + extra_stroke
+    order = [target] + [i for i in range(len(text)) if i != target]
+    bbox = None
+    for i in order:
+        draw.text((float(xs[i]), baseline), text[i], fill=255, font=font, anchor="ls",
+                  stroke_width=stroke, stroke_fill=255)
+        bbox = canvas.getbbox() if bbox is None else bbox
+    return canvas, bbox
+
+
+def _crop_coeffs(style: DigitStyle, bbox: tuple, side_px: int) -> tuple[float, ...]:
+    """PIL PERSPECTIVE coefficients mapping output pixels to canvas pixels around the digit."""
+    x0, y0, x1, y1 = bbox
+    crop = (y1 - y0) / style.height_frac  # crop side in canvas px
+    centre = np.array([(x0 + x1) / 2 + style.shift[0] * crop, (y0 + y1) / 2 + style.shift[1] * crop])
+    cos, sin = np.cos(style.rotation), np.sin(style.rotation)
+    linear = (crop / side_px) * np.array([[cos, -sin], [sin, cos]]) @ np.array(
+        [[1.0 / style.stretch, style.shear], [0.0, 1.0]])
+    affine = np.eye(3)
+    affine[:2, :2], affine[:2, 2] = linear, centre
+    projective = np.eye(3)
+    projective[2, :2] = style.perspective
+    to_centre = np.eye(3)
+    to_centre[:2, 2] = -side_px / 2
+    matrix = affine @ projective @ to_centre
+    return tuple((matrix / matrix[2, 2]).flatten()[:8])
+
+
+def _masks(style: DigitStyle, label: int, side_px: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Fill mask and optional outline mask (float32 0-1, side_px square) of the cropped text."""
+    canvas, bbox = _draw_text(style, label)
+    coeffs = _crop_coeffs(style, bbox, side_px)
+
+    def warp(img: Image.Image) -> np.ndarray:
+        out = img.transform((side_px, side_px), Image.Transform.PERSPECTIVE, coeffs,
+                            resample=Image.Resampling.BILINEAR)
+        return np.asarray(out, dtype=np.float32) / 255.0
+
+    outline = None
+    if style.outline is not None:
+        outline = warp(_draw_text(style, label, extra_stroke=style.outline[0])[0])
+    return warp(canvas), outline
+
+
+@functools.lru_cache(maxsize=8)
+def _grid(side_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates centred on the crop, scaled to [-0.5, 0.5]."""
+    coords = (np.arange(side_px, dtype=np.float32) + 0.5) / side_px - 0.5
+    return np.meshgrid(coords, coords)
+
+
+def _shifted(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """Mask translated by whole pixels (zero fill), for shadows and embossing."""
+    out = np.zeros_like(mask)
+    dx, dy, h, w = int(round(dx)), int(round(dy)), mask.shape[0], mask.shape[1]
+    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        mask[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+    return out
+
+
+def _background(style: DigitStyle, rng: np.random.Generator, side_px: int) -> np.ndarray:
+    """Plate colour with an optional plate border showing the wall behind it."""
+    img = np.empty((side_px, side_px, 3), np.float32)
+    img[:] = style.bg
+    if style.plate_edge is not None:
+        angle, distance = style.plate_edge
+        xx, yy = _grid(side_px)
+        signed = (xx * np.cos(angle) + yy * np.sin(angle) - distance) * side_px
+        wall = np.clip(signed, 0.0, 1.0)[..., None]
+        img = img * (1 - wall) + np.asarray(style.wall, np.float32) * wall
+    grain = rng.normal(0.0, rng.uniform(0.0, 0.04), (side_px, side_px, 1)).astype(np.float32)
+    return img + grain
+
+
+def _lighting(style: DigitStyle, rng: np.random.Generator, side_px: int) -> np.ndarray:
+    """Multiplicative illumination field: a linear gradient plus soft blotches."""
+    strength, angle, blotch = style.light
+    xx, yy = _grid(side_px)
+    field = 1.0 + strength * (xx * np.cos(angle) + yy * np.sin(angle))
+    if blotch > 0:
+        coarse = rng.normal(0.0, blotch, (4, 4)).astype(np.float32)
+        field = field + np.asarray(Image.fromarray(coarse, "F").resize(
+            (side_px, side_px), Image.Resampling.BICUBIC))
+    return field[..., None]
+
+
+def _compose(style: DigitStyle, label: int, rng: np.random.Generator, side_px: int) -> np.ndarray:
+    """Colour the masks over the background; returns float32 RGB (side_px, side_px, 3) in 0-1."""
+    fill, outline = _masks(style, label, side_px)
+    img = _background(style, rng, side_px)
+    if style.shadow is not None:
+        dx, dy, alpha = style.shadow
+        dark = _shifted(fill, dx, dy)[..., None] * abs(alpha)
+        img = img * (1 - dark) if alpha > 0 else img * (1 - dark * 0.7)
+        if alpha < 0:  # emboss: a highlight on the opposite side
+            lit = _shifted(fill, -dx, -dy)[..., None] * abs(alpha)
+            img = img + (1 - img) * lit * 0.7
+    if outline is not None:
+        img = img + (np.asarray(style.outline[1], np.float32) - img) * outline[..., None]
+    img = img + (np.asarray(style.fg, np.float32) - img) * fill[..., None]
+    return img * _lighting(style, rng, side_px)
+
+
+def _degrade(img: np.ndarray, style: DigitStyle, rng: np.random.Generator, size: int) -> np.ndarray:
+    """Blur, downsample to `size`, add noise and JPEG artefacts; returns uint8 (size, size, 3)."""
+    pil = Image.fromarray(np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if style.blur > 0.05:
+        pil = pil.filter(ImageFilter.GaussianBlur(style.blur))
+    if style.low_res:
+        pil = pil.resize((style.low_res, style.low_res), Image.Resampling.BILINEAR, reducing_gap=None)
+    pil = pil.resize((size, size), Image.Resampling.BILINEAR)
+    out = np.asarray(pil, dtype=np.float32)
+    if style.noise > 0:
+        out = out + rng.normal(0.0, style.noise, out.shape).astype(np.float32)
+    out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    if style.jpeg:
+        buf = io.BytesIO()
+        Image.fromarray(out).save(buf, format="JPEG", quality=style.jpeg)
+        out = np.asarray(Image.open(buf).convert("RGB"))
+    return out
+
+
+def render_style(style: DigitStyle, label: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """Render one crop of `label` exactly as `style` describes.
+
+    Args:
+        style: All the crop's random choices (see `sample_style`, `plain_style`).
+        label: Digit 0-9 centred in the crop.
+        rng: Source of the pixel-level randomness (grain, blotches, noise).
+        size: Output side in px.
+
+    Returns:
+        uint8 RGB image (size, size, 3).
+    """
+    assert 0 <= label <= 9, f"label must be a digit 0-9, got {label}"
+    return _degrade(_compose(style, label, rng, RENDER_SCALE * size), style, rng, size)
+
+
+def render_digit(rng: np.random.Generator, label: int, fonts: Sequence[Path], size: int = 32) -> np.ndarray:
+    """Render a random SVHN-like crop of `label`.
+
+    Args:
+        rng: Source of randomness (the crop is a pure function of its state).
+        label: Digit 0-9 centred in the crop.
+        fonts: Faces to choose from (see `find_fonts`).
+        size: Output side in px.
+
+    Returns:
+        uint8 RGB image (size, size, 3).
+    """
+    return render_style(sample_style(rng, fonts, size), label, rng, size)
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def _render_indices(args: tuple[np.ndarray, int, int, int, tuple[Path, ...]]) -> tuple[np.ndarray, np.ndarray]:
+    """Render the samples with the given indices (a worker's chunk)."""
+    indices, seed, split_id, size, fonts = args
+    x = np.empty((len(indices), size, size, 3), np.uint8)
+    y = np.empty(len(indices), np.int64)
+    for row, index in enumerate(indices):
+        rng = np.random.default_rng([seed, split_id, int(index)])
+        y[row] = rng.integers(10)
+        x[row] = render_digit(rng, int(y[row]), fonts, size)
+    return x, y
+
+
+def generate(n: int, seed: int, split: str = "train", size: int = 32,
+             workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Render a SynthDigits split.
+
+    Args:
+        n: Number of samples.
+        seed: Dataset seed; sample i comes from ``default_rng([seed, SPLIT_IDS[split], i])``.
+        split: One of SPLIT_IDS ("train", "val", "test"); splits never share a sample.
+        size: Output side in px.
+        workers: Processes to render with; the result does not depend on it.
+
+    Returns:
+        x uint8 (n, size, size, 3) RGB and y int64 (n,) uniform random digits 0-9.
+
+    Raises:
+        ValueError: For an unknown split or a negative n.
+    """
+    if split not in SPLIT_IDS:
+        raise ValueError(f"Invalid split {split!r}. Only {', '.join(SPLIT_IDS)} are supported.")
+    if n < 0 or workers < 1:
+        raise ValueError(f"Need n >= 0 and workers >= 1, got n={n}, workers={workers}")
+    fonts = tuple(find_fonts())
+    chunks = np.array_split(np.arange(n), max(1, min(n, workers * 4)))
+    jobs = [(chunk, seed, SPLIT_IDS[split], size, fonts) for chunk in chunks]
+    if workers == 1 or n < 2:
+        parts = [_render_indices(job) for job in jobs]
+    else:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = pool.map(_render_indices, jobs)
+    x = np.concatenate([p[0] for p in parts]) if parts else np.empty((0, size, size, 3), np.uint8)
+    y = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.int64)
+    return x, y
+
+
+def load_or_generate(root: str | Path, n: int, seed: int, split: str,
+                     workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """Load a cached split from root/synthdigits, rendering and caching it when missing.
+
+    Args:
+        root: Data directory; the cache file is
+            ``root/synthdigits/{split}-{n}-{seed}-v{GENERATOR_VERSION}.npz``.
+        n, seed, split, workers: As for `generate`.
+
+    Returns:
+        x uint8 (n, 32, 32, 3) and y int64 (n,).
+    """
+    path = Path(root) / "synthdigits" / f"{split}-{n}-{seed}-v{GENERATOR_VERSION}.npz"
+    if path.exists():
+        with np.load(path) as data:
+            return data["x"], data["y"]
+    x, y = generate(n, seed, split, workers=workers)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, x=x, y=y)
+    os.replace(tmp, path)
+    log.info("load_or_generate: wrote %d %s samples to %s", n, split, path)
+    return x, y
