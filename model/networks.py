@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass, fields
 
 from torch import nn
 
-from model.resnet import CifarResNet
-from model.resnext import ResNeXt
-from model.wrn import WideResNet
+from model.resnet import CifarResNet, blocks_per_stage as resnet_blocks
+from model.resnext import ResNeXt, blocks_per_stage as resnext_blocks
+from model.wrn import WideResNet, blocks_per_group as wrn_blocks
 
 ARCHS = ("wrn", "resnet", "resnext")
 
@@ -45,6 +45,8 @@ class ArchConfig:
     def __post_init__(self):
         if self.arch not in ARCHS:
             raise ValueError(f"Invalid arch {self.arch!r}. Only {', '.join(ARCHS)} are supported.")
+        depth_check = {"wrn": wrn_blocks, "resnet": resnet_blocks, "resnext": resnext_blocks}[self.arch]
+        depth_check(self.depth)  # raises ValueError naming the allowed depths
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"Invalid dropout {self.dropout}: it must be in [0, 1).")
 

@@ -1,0 +1,66 @@
+"""Training configuration: built once from the command line, frozen, stored in checkpoints."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on. Plain values only, so it can live in a checkpoint."""
+
+    dataset: str = "SVHN"
+    data_dir: str = "./data"
+    extra: bool = False
+    synth_size: int = 100_000
+    mix_synthetic: float = 0.0
+    val_size: int = 5000
+    arch: str = "wrn"
+    depth: int = 16
+    width: int = 8
+    dropout: float = 0.4
+    shortcut: str = "conv"
+    cardinality: int = 8
+    bottleneck_width: int = 64
+    epochs: int = 160
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    milestones: tuple[int, ...] = (80, 120)
+    gamma: float = 0.1
+    augment: bool = False
+    cutout: int = 0
+    mixup: float = 0.0
+    seed: int = 0
+    workers: int = 0
+    device: str = "auto"
+    amp: bool = True
+    compile: bool = False
+    out: str = ""
+    eval_npz: str = ""  # extra data reported each epoch, never used for selection
+
+    def __post_init__(self):
+        checks = [
+            (self.epochs >= 1, f"Invalid --epochs {self.epochs}: it must be >= 1."),
+            (self.batch_size >= 1, f"Invalid --batch-size {self.batch_size}: it must be >= 1."),
+            (self.lr > 0, f"Invalid --lr {self.lr}: it must be > 0."),
+            (self.weight_decay >= 0, f"Invalid --weight-decay {self.weight_decay}: it must be >= 0."),
+            (0 < self.gamma <= 1, f"Invalid --gamma {self.gamma}: it must be in (0, 1]."),
+            (list(self.milestones) == sorted(self.milestones) and all(m > 0 for m in self.milestones),
+             f"Invalid --milestones {list(self.milestones)}: they must be increasing positive epochs."),
+            (self.val_size >= 0, f"Invalid --val-size {self.val_size}: it must be >= 0."),
+            (self.cutout >= 0, f"Invalid --cutout {self.cutout}: it must be >= 0."),
+            (self.mixup >= 0, f"Invalid --mixup {self.mixup}: it must be >= 0."),
+            (self.synth_size >= 1, f"Invalid --synth-size {self.synth_size}: it must be >= 1."),
+            (self.mix_synthetic >= 0, f"Invalid --mix-synthetic {self.mix_synthetic}: it must be >= 0."),
+            (self.workers >= 0, f"Invalid --workers {self.workers}: it must be >= 0."),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
