@@ -107,3 +107,9 @@ def test_load_or_generate_caches(tmp_path):
     x2, y2 = synth.load_or_generate(tmp_path, 6, seed=1, split="val", workers=1)
     np.testing.assert_array_equal(x1, x2)
     np.testing.assert_array_equal(y1, y2)
+
+
+def test_symbol_faces_are_not_used(fonts):
+    # Dingbats and weather icons sit at the digit codepoints of these faces: not digits.
+    symbol_stems = ("D050000L", "DSEGWeather", "LinBiolinum_K")
+    assert not [f for f in fonts if f.stem.startswith(symbol_stems)]

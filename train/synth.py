@@ -43,14 +43,20 @@ FONT_PACKAGES: tuple[str, ...] = (
 )
 DEFAULT_FONT_DIRS: tuple[str, ...] = ("/usr/share/fonts", "/usr/local/share/fonts")
 FONT_SUFFIXES: tuple[str, ...] = (".ttf", ".otf", ".ttc", ".pfb", ".t1")  # preference order
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SPLIT_IDS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 DIGITS = "0123456789"
 TOFU_PROBE = chr(0x10FFFD)  # plane-16 private-use codepoint: no real face defines it
 PROBE_FONT_SIZE = 24  # px; font-filter renders are small so scanning hundreds of faces is quick
+SHAPE_SIDE = 12  # px; digit shapes are compared at this size to spot symbol faces
+MIN_DIGIT_LIKENESS = 4  # of 10 digits must be nearest their own consensus shape
 MIN_INK_RATIO = 0.12  # median digit ink / height^2 below this is a hairline face that vanishes at 32 px
-RENDER_SCALE = 2  # compose at 2x the output size, then downsample with antialiasing
+RENDER_SCALE = 2  # warp glyph masks at 2x the output size, then downsample with antialiasing
 FONT_SIZES: tuple[int, ...] = (40, 52)  # px; a few sizes so hinting varies but the cache stays small
+BLUE_HUE, WARM_HUE = 0.6, 0.08  # HSV hues of enamel plates and of brass/brick/wood
+HUE_MIX = (0.4, 0.75)  # cumulative P(blue-ish hue), P(blue or warm); the rest is any hue
+FONT_CDF_MEMO_SIZE = 8  # font lists whose sampling weights are remembered
+NEIGHBOUR_COUNT_CDF = np.array([0.3, 0.8])  # P(0 neighbours on a side) = 0.3, P(1) = 0.5, P(2) = 0.2
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,8 @@ class DigitStyle:
         shadow: (dx, dy, alpha) of a drop shadow in output px, or None; negative alpha embosses.
         plate_edge: (angle, distance as fraction of the crop side) of the plate border, or None.
         light: (gradient strength, gradient angle, blotch strength) of uneven lighting.
-        blur: Gaussian blur radius at render resolution.
+        grain: Standard deviation of the plate's texture grain (0-1 scale).
+        blur: Gaussian blur radius in output px.
         low_res: Side the crop is squeezed to before upscaling to the output, or 0.
         noise: Standard deviation of pixel noise (0-255 scale).
         jpeg: JPEG quality, or 0 for none.
@@ -100,6 +107,7 @@ class DigitStyle:
     shadow: tuple[float, float, float] | None = None
     plate_edge: tuple[float, float] | None = None
     light: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    grain: float = 0.0
     blur: float = 0.0
     low_res: int = 0
     noise: float = 0.0
@@ -173,9 +181,8 @@ def _candidate_files(dirs: Sequence[str | Path]) -> list[Path]:
     return sorted(files, key=lambda p: (FONT_SUFFIXES.index(p.suffix.lower()), str(p)))
 
 
-@functools.lru_cache(maxsize=None)
-def _find_fonts_cached(dirs: tuple[str, ...]) -> tuple[Path, ...]:
-    candidates = _candidate_files(dirs)
+def _distinct_faces(candidates: Sequence[Path]) -> tuple[list[Path], int, int]:
+    """Faces that draw ten digits, one per face name and per rendering; with drop counts."""
     kept: list[Path] = []
     seen_names: set[tuple[str, str]] = set()
     seen_renders: set[bytes] = set()
@@ -192,8 +199,48 @@ def _find_fonts_cached(dirs: tuple[str, ...]) -> tuple[Path, ...]:
         seen_names.add(name)
         seen_renders.add(signature)
         kept.append(path)
-    log.info("find_fonts: using %d faces; dropped %d without ten distinct digits and %d "
-             "duplicates (of %d files)", len(kept), broken, duplicates, len(candidates))
+    return kept, broken, duplicates
+
+
+def _digit_shapes(path: Path) -> np.ndarray:
+    """(10, SHAPE_SIDE**2) unit vectors: each digit's ink box, padded square and shrunk."""
+    font = get_font(str(path), PROBE_FONT_SIZE)
+    shapes = []
+    for digit in DIGITS:
+        glyph = Image.fromarray(_glyph_bitmap(font, digit))
+        x0, y0, x1, y1 = glyph.getbbox()
+        side = max(x1 - x0, y1 - y0)
+        left, top = (x0 + x1 - side) // 2, (y0 + y1 - side) // 2
+        glyph = glyph.crop((left, top, left + side, top + side)).resize(
+            (SHAPE_SIDE, SHAPE_SIDE), Image.Resampling.BILINEAR)
+        vec = np.asarray(glyph, np.float32).ravel()
+        vec -= vec.mean()
+        shapes.append(vec / (np.linalg.norm(vec) + 1e-6))
+    return np.stack(shapes)
+
+
+def _digit_like(paths: Sequence[Path]) -> list[Path]:
+    """Faces whose digits mostly look like the consensus digits of all faces.
+
+    Symbol faces (dingbats, weather icons, keyboard keys) map the digit codepoints to other
+    pictures; their glyphs are nearest to the wrong consensus digit.
+    """
+    shapes = np.stack([_digit_shapes(p) for p in paths])  # (F, 10, D)
+    centroids = shapes.mean(axis=0)  # (10, D)
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True) + 1e-6
+    nearest = np.einsum("fdk,ck->fdc", shapes, centroids).argmax(axis=-1)  # (F, 10)
+    hits = (nearest == np.arange(10)).sum(axis=1)
+    return [p for p, h in zip(paths, hits) if h >= MIN_DIGIT_LIKENESS]
+
+
+@functools.lru_cache(maxsize=None)
+def _find_fonts_cached(dirs: tuple[str, ...]) -> tuple[Path, ...]:
+    candidates = _candidate_files(dirs)
+    faces, broken, duplicates = _distinct_faces(candidates)
+    kept = _digit_like(faces) if faces else []
+    log.info("find_fonts: using %d faces of %d files; dropped %d without ten distinct digits, "
+             "%d duplicates and %d whose digits do not look like digits", len(kept),
+             len(candidates), broken, duplicates, len(faces) - len(kept))
     if not kept:
         raise RuntimeError(f"No usable digit font under {list(dirs)}. Install the Debian "
                            f"packages: apt-get install {' '.join(FONT_PACKAGES)}")
@@ -219,9 +266,15 @@ def find_fonts(dirs: Sequence[str | Path] = DEFAULT_FONT_DIRS) -> list[Path]:
 
 
 def _random_colour(rng: np.random.Generator, value: float) -> tuple[float, float, float]:
-    """An RGB colour with HSV value `value`, random hue and mostly low saturation."""
+    """An RGB colour with HSV value `value`, mostly low saturation, hue mostly blue or warm.
+
+    House-number plates are mostly grey, white, black, blue enamel, brass, brick or wood.
+    """
     saturation = float(rng.beta(1.0, 4.0))
-    return colorsys.hsv_to_rgb(float(rng.random()), saturation, value)
+    pick = rng.random()
+    centre = BLUE_HUE if pick < HUE_MIX[0] else WARM_HUE if pick < HUE_MIX[1] else rng.random()
+    hue = float(centre + rng.normal(0.0, 0.04)) % 1.0
+    return colorsys.hsv_to_rgb(hue, saturation, value)
 
 
 def _sample_colours(rng: np.random.Generator) -> tuple[tuple[float, float, float], ...]:
@@ -239,7 +292,7 @@ def _sample_colours(rng: np.random.Generator) -> tuple[tuple[float, float, float
 
 def _sample_neighbours(rng: np.random.Generator) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Digits of the house number on each side of the label (often one or two, sometimes none)."""
-    counts = rng.choice(3, size=2, p=(0.3, 0.5, 0.2))
+    counts = np.searchsorted(NEIGHBOUR_COUNT_CDF, rng.random(2), side="right")
     left = tuple(int(d) for d in rng.integers(0, 10, counts[0]))
     right = tuple(int(d) for d in rng.integers(0, 10, counts[1]))
     return left, right
@@ -251,7 +304,7 @@ def _sample_geometry(rng: np.random.Generator) -> dict:
     return dict(
         gap=float(rng.uniform(-0.04, 0.25) if rng.random() < 0.85 else rng.uniform(0.25, 0.6)),
         height_frac=float(rng.uniform(0.55, 0.95)),
-        shift=(float(rng.normal(0, 0.03)), float(rng.normal(0, 0.03))),
+        shift=(float(rng.normal(0, 0.02)), float(rng.normal(0, 0.03))),
         rotation=float(np.clip(rng.normal(0, 0.08), -0.3, 0.3)),
         shear=float(rng.uniform(-0.35, -0.12) if italic else rng.normal(0, 0.08)),
         stretch=float(np.exp(np.clip(rng.normal(0, 0.15), -0.4, 0.4))),
@@ -259,32 +312,54 @@ def _sample_geometry(rng: np.random.Generator) -> dict:
     )
 
 
-def _sample_effects(rng: np.random.Generator, fg: tuple, bg: tuple) -> dict:
+def _sample_effects(rng: np.random.Generator) -> dict:
     """Outline, shadow/emboss, plate edge and lighting parameters."""
     outline = None
     if rng.random() < 0.15:
         outline = (int(rng.integers(1, 4)), _random_colour(rng, float(rng.random())))
     shadow = None
     if rng.random() < 0.2:
-        dx, dy = rng.uniform(0.5, 3.0, 2) * rng.choice((-1, 1), 2)
+        dx, dy = rng.uniform(0.5, 2.0, 2) * rng.choice((-1, 1), 2)
         shadow = (float(dx), float(dy), float(rng.uniform(0.3, 0.9) * rng.choice((-1, 1))))
     plate_edge = None
     if rng.random() < 0.3:
         angle = float(rng.choice((0.0, 0.5, 1.0, 1.5)) * np.pi + rng.normal(0, 0.1))
         plate_edge = (angle, float(rng.uniform(0.3, 0.5)))
     light = (float(rng.uniform(0, 0.5)), float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(0, 0.15)))
-    return dict(outline=outline, shadow=shadow, plate_edge=plate_edge, light=light)
+    return dict(outline=outline, shadow=shadow, plate_edge=plate_edge, light=light,
+                grain=float(rng.uniform(0.0, 0.05)))
 
 
 def _sample_degradation(rng: np.random.Generator, size: int) -> dict:
     """Blur, resolution loss, noise and compression parameters."""
-    low_res = int(rng.integers(size // 3, size)) if rng.random() < 0.3 else 0
+    low_res = int(rng.integers(size * 2 // 5, size)) if rng.random() < 0.3 else 0
     return dict(
-        blur=float(rng.uniform(0.0, 1.0) if rng.random() < 0.6 else rng.uniform(1.0, 2.5)),
+        blur=float(rng.uniform(0.0, 0.6) if rng.random() < 0.6 else rng.uniform(0.6, 1.3)),
         low_res=low_res,
         noise=float(rng.uniform(0, 8)),
         jpeg=int(rng.integers(20, 95)) if rng.random() < 0.5 else 0,
     )
+
+
+_FONT_CDF_MEMO: dict[int, tuple[Sequence[Path], np.ndarray]] = {}
+
+
+def _font_cdf(fonts: Sequence[Path]) -> np.ndarray:
+    """Cumulative sampling weights: each font folder (about one package) weighs sqrt(its size).
+
+    This keeps big collections (Noto scripts, 50 seven-segment DSEG styles) from swamping the
+    typeface mix. Memoised on the identity of `fonts`, which callers reuse across samples.
+    """
+    memo = _FONT_CDF_MEMO.get(id(fonts))
+    if memo is not None and memo[0] is fonts:
+        return memo[1]
+    folders = [Path(f).parent for f in fonts]
+    counts = {folder: folders.count(folder) for folder in set(folders)}
+    cdf = np.cumsum([1.0 / np.sqrt(counts[folder]) for folder in folders])
+    if len(_FONT_CDF_MEMO) >= FONT_CDF_MEMO_SIZE:
+        _FONT_CDF_MEMO.clear()
+    _FONT_CDF_MEMO[id(fonts)] = (fonts, cdf / cdf[-1])
+    return _FONT_CDF_MEMO[id(fonts)][1]
 
 
 def sample_style(rng: np.random.Generator, fonts: Sequence[Path], size: int = 32) -> DigitStyle:
@@ -298,13 +373,13 @@ def sample_style(rng: np.random.Generator, fonts: Sequence[Path], size: int = 32
     Returns:
         The style to hand to `render_style`.
     """
-    font = fonts[int(rng.integers(len(fonts)))]
+    font = fonts[int(np.searchsorted(_font_cdf(fonts), rng.random(), side="right"))]
     fg, bg, wall = _sample_colours(rng)
     left, right = _sample_neighbours(rng)
     stroke = int(rng.integers(1, 4)) if rng.random() < 0.25 else 0
     return DigitStyle(
         font=font, font_size=int(rng.choice(FONT_SIZES)), left=left, right=right, stroke=stroke,
-        fg=fg, bg=bg, wall=wall, **_sample_geometry(rng), **_sample_effects(rng, fg, bg),
+        fg=fg, bg=bg, wall=wall, **_sample_geometry(rng), **_sample_effects(rng),
         **_sample_degradation(rng, size),
     )
 
@@ -317,12 +392,19 @@ def plain_style(font: Path) -> DigitStyle:
 # ----------------------------------------------------------------------------- rendering
 
 
+@functools.lru_cache(maxsize=None)
+def _digit_advances(path: str, size: int) -> tuple[float, ...]:
+    """Pen advance of each digit 0-9 of a face at `size` px."""
+    font = get_font(path, size)
+    return tuple(font.getlength(digit) for digit in DIGITS)
+
+
 def _layout(style: DigitStyle, label: int) -> tuple[list[str], np.ndarray, tuple[int, int], int]:
     """Characters of the house number, their pen x positions, canvas size and target index."""
-    font = get_font(str(style.font), style.font_size)
-    text = [str(d) for d in (*style.left, label, *style.right)]
-    size = style.font_size
-    advances = [font.getlength(ch) + style.gap * size + style.stroke for ch in text]
+    digits = (*style.left, label, *style.right)
+    text = [DIGITS[d] for d in digits]
+    size, widths = style.font_size, _digit_advances(str(style.font), style.font_size)
+    advances = [widths[d] + style.gap * size + style.stroke for d in digits]
     xs = size + np.concatenate(([0.0], np.cumsum(advances[:-1])))
     return text, xs, (int(xs[-1] + advances[-1] + 2 * size), 2 * size), len(style.left)
 
@@ -366,14 +448,19 @@ def _crop_coeffs(style: DigitStyle, bbox: tuple, side_px: int) -> tuple[float, .
 
 
 def _masks(style: DigitStyle, label: int, side_px: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Fill mask and optional outline mask (float32 0-1, side_px square) of the cropped text."""
+    """Fill mask and optional outline mask (float32 0-1, side_px square) of the cropped text.
+
+    The warp samples the canvas at RENDER_SCALE x `side_px` and the antialiased resize averages
+    that down, so thin strokes neither alias nor vanish.
+    """
     canvas, bbox = _draw_text(style, label)
-    coeffs = _crop_coeffs(style, bbox, side_px)
+    coeffs = _crop_coeffs(style, bbox, RENDER_SCALE * side_px)
 
     def warp(img: Image.Image) -> np.ndarray:
-        out = img.transform((side_px, side_px), Image.Transform.PERSPECTIVE, coeffs,
+        out = img.transform((RENDER_SCALE * side_px,) * 2, Image.Transform.PERSPECTIVE, coeffs,
                             resample=Image.Resampling.BILINEAR)
-        return np.asarray(out, dtype=np.float32) / 255.0
+        out = out.resize((side_px, side_px), Image.Resampling.BILINEAR)
+        return np.asarray(out, dtype=np.float32) * np.float32(1 / 255)
 
     outline = None
     if style.outline is not None:
@@ -407,8 +494,9 @@ def _background(style: DigitStyle, rng: np.random.Generator, side_px: int) -> np
         signed = (xx * np.cos(angle) + yy * np.sin(angle) - distance) * side_px
         wall = np.clip(signed, 0.0, 1.0)[..., None]
         img = img * (1 - wall) + np.asarray(style.wall, np.float32) * wall
-    grain = rng.normal(0.0, rng.uniform(0.0, 0.04), (side_px, side_px, 1)).astype(np.float32)
-    return img + grain
+    if style.grain > 0:
+        img = img + rng.standard_normal((side_px, side_px, 1), dtype=np.float32) * style.grain
+    return img
 
 
 def _lighting(style: DigitStyle, rng: np.random.Generator, side_px: int) -> np.ndarray:
@@ -443,11 +531,11 @@ def _compose(style: DigitStyle, label: int, rng: np.random.Generator, side_px: i
 def _degrade(img: np.ndarray, style: DigitStyle, rng: np.random.Generator, size: int) -> np.ndarray:
     """Blur, downsample to `size`, add noise and JPEG artefacts; returns uint8 (size, size, 3)."""
     pil = Image.fromarray(np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    if style.blur > 0.05:
+    if style.blur > 0.1:
         pil = pil.filter(ImageFilter.GaussianBlur(style.blur))
     if style.low_res:
-        pil = pil.resize((style.low_res, style.low_res), Image.Resampling.BILINEAR, reducing_gap=None)
-    pil = pil.resize((size, size), Image.Resampling.BILINEAR)
+        pil = pil.resize((style.low_res, style.low_res), Image.Resampling.BILINEAR)
+        pil = pil.resize((size, size), Image.Resampling.BILINEAR)
     out = np.asarray(pil, dtype=np.float32)
     if style.noise > 0:
         out = out + rng.normal(0.0, style.noise, out.shape).astype(np.float32)
@@ -472,7 +560,7 @@ def render_style(style: DigitStyle, label: int, rng: np.random.Generator, size: 
         uint8 RGB image (size, size, 3).
     """
     assert 0 <= label <= 9, f"label must be a digit 0-9, got {label}"
-    return _degrade(_compose(style, label, rng, RENDER_SCALE * size), style, rng, size)
+    return _degrade(_compose(style, label, rng, size), style, rng, size)
 
 
 def render_digit(rng: np.random.Generator, label: int, fonts: Sequence[Path], size: int = 32) -> np.ndarray:
