@@ -1,0 +1,64 @@
+"""Making sure a checkpoint can be served, without importing torch or onnxruntime here.
+
+The serving master process must import neither torch (a worker forked from a process that ran a
+multi-threaded torch op can hang for good) nor onnxruntime (it makes every worker take 30 s to shut
+down), so the export (``python -m model.export``) and the load check (``python -m model.inference``)
+run in child processes, and their one-line errors are passed on as ``ModelLoadError``.
+"""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+from model.inference import ModelLoadError, onnx_is_current, onnx_path_for
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "default.pt"
+HOW_TO_MAKE = "Train one with `python main.py -d SVHN` (see README), or pass --checkpoint PATH."
+EXPORT_TIMEOUT_S = 600
+
+
+def _run_module(module: str, *args: str) -> None:
+    """Run ``python -m module args`` from the repository root; raise its last error line on failure."""
+    done = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=EXPORT_TIMEOUT_S)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("error: ")]
+        reason = (errors or lines or [f"{module} exited with status {done.returncode}"])[-1]
+        raise ModelLoadError(f"{reason.removeprefix('error: ')} {HOW_TO_MAKE}")
+
+
+def ensure_onnx(ckpt_path: str | Path) -> Path:
+    """Export ``X.pt`` to ``X.onnx`` in a child process if the .onnx is missing or older.
+
+    Raises:
+        ModelLoadError: naming the file, if the checkpoint is missing, corrupt or incompatible.
+    """
+    ckpt_path = Path(ckpt_path).resolve()
+    onnx_path = onnx_path_for(ckpt_path)
+    if onnx_is_current(ckpt_path):
+        return onnx_path
+    if not ckpt_path.is_file():
+        raise ModelLoadError(f"{ckpt_path}: no such checkpoint file. {HOW_TO_MAKE}")
+    log.info("exporting %s to %s", ckpt_path, onnx_path)
+    _run_module("model.export", str(ckpt_path), str(onnx_path))
+    return onnx_path
+
+
+def check_loadable(ckpt_path: str | Path, backend: str) -> None:
+    """Load the model in a child process exactly as a worker will, so start-up fails early and clearly.
+
+    Raises:
+        ModelLoadError: naming the file and how to make one.
+    """
+    ckpt_path = Path(ckpt_path).resolve()
+    if backend == "onnx":
+        ensure_onnx(ckpt_path)
+    elif not ckpt_path.is_file():
+        raise ModelLoadError(f"{ckpt_path}: no such checkpoint file. {HOW_TO_MAKE}")
+    _run_module("model.inference", str(ckpt_path), "--backend", backend)

@@ -1,0 +1,100 @@
+"""Blueprints: ``pages`` (the upload page, with and without JavaScript), ``api`` and ``health``.
+
+Routes only move bytes in and results out; the work is ``Classifier.classify``. The page's plain
+form POST and the API return the same prediction, and the page template renders both the empty
+page and the result, so the no-JavaScript path looks like the scripted one.
+"""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
+
+from app.batcher import BatcherClosed
+from app.classifier import LOW_CONFIDENCE, Classifier, Prediction
+from app.imaging import ACCEPTED_DESCRIPTION, MAX_UPLOAD_BYTES, UploadError
+
+log = logging.getLogger(__name__)
+
+UPLOAD_FIELD = "image"
+MODEL_FACTS = ("architecture", "arch", "parameters", "dataset", "metrics", "class_names", "input_size",
+               "mean", "std", "epoch", "created")
+
+pages = Blueprint("pages", __name__)
+api = Blueprint("api", __name__, url_prefix="/api")
+health = Blueprint("health", __name__)
+
+
+def classifier() -> Classifier:
+    return current_app.extensions["classifier"]
+
+
+def read_upload() -> bytes:
+    """The bytes of the one picture in field ``image``; an unfilled file input counts as none.
+
+    Raises:
+        UploadError: 400 if no picture was sent.
+    """
+    for part in request.files.getlist(UPLOAD_FIELD):
+        data = part.read(MAX_UPLOAD_BYTES + 1)    # one byte over is enough to refuse it
+        if data or part.filename:
+            return data
+    raise UploadError(400, f"No picture was sent. Choose a {ACCEPTED_DESCRIPTION} file "
+                           f"(multipart form field '{UPLOAD_FIELD}').")
+
+
+def predict_upload() -> Prediction:
+    """Classify the request's picture.
+
+    Raises:
+        UploadError: for anything wrong with the upload (4xx), or 503 if the model is unavailable.
+    """
+    data = read_upload()
+    try:
+        return classifier().classify(data)
+    except (BatcherClosed, FutureTimeout):
+        raise UploadError(503, "The server is busy or restarting. Try again in a moment.") from None
+
+
+def render_page(result: Prediction | None = None, error: str | None = None, status: int = 200) -> tuple[str, int]:
+    """The upload page, with a result or an error when there is one."""
+    c = classifier()
+    return render_template("index.html", result=result, error=error, class_names=c.class_names,
+                           model_name=c.name, architecture=c.predictor.info.get("architecture", ""),
+                           max_upload_bytes=MAX_UPLOAD_BYTES, accepted=ACCEPTED_DESCRIPTION,
+                           low_confidence=LOW_CONFIDENCE), status
+
+
+@pages.get("/")
+def index() -> tuple[str, int]:
+    return render_page()
+
+
+@pages.post("/")
+def index_post() -> tuple[str, int]:
+    try:
+        return render_page(result=predict_upload())
+    except UploadError as e:
+        return render_page(error=e.message, status=e.status)
+
+
+@api.post("/predict")
+def api_predict() -> tuple[Response, int]:
+    try:
+        return jsonify(predict_upload().to_json()), 200
+    except UploadError as e:
+        return jsonify(error=e.message), e.status
+
+
+@api.get("/model")
+def api_model() -> Response:
+    c = classifier()
+    info = c.predictor.info
+    facts = {k: info[k] for k in MODEL_FACTS if k in info}
+    return jsonify(model=c.name, backend=current_app.config["BACKEND"], **facts)
+
+
+@health.get("/healthz")
+def healthz() -> Response:
+    return jsonify(status="ok", model=classifier().name)
