@@ -32,8 +32,8 @@ class PoolShortcut(nn.Module):
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride > 1:
-            x = F.avg_pool2d(x, self.stride)
+        if self.stride > 1:  # ceil_mode: same output size as the strided 3x3 conv, also for odd sizes
+            x = F.avg_pool2d(x, self.stride, ceil_mode=True)
         return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))  # pad the channel dimension
 
 
