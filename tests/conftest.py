@@ -28,3 +28,16 @@ def write_tiny_checkpoint(path, seed: int = 0, **arch) -> str:
 def tiny_checkpoint(tmp_path_factory) -> str:
     """Path to a tiny WRN checkpoint shared by the whole session (do not modify it)."""
     return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def served_checkpoint(tmp_path_factory, tiny_checkpoint) -> str:
+    """A copy of the tiny checkpoint with its ONNX export beside it (X.pt, X.onnx), as serving expects."""
+    import shutil
+
+    from model.export import export_onnx
+
+    path = tmp_path_factory.mktemp("served") / "tiny.pt"
+    shutil.copyfile(tiny_checkpoint, path)
+    export_onnx(path)
+    return str(path)
