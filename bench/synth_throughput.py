@@ -37,8 +37,10 @@ def images_per_second(n: int, workers: int, repeats: int) -> float:
 
 
 def main(args: argparse.Namespace) -> None:
+    """Time generate() for each requested worker count and print images/s."""
     fonts = synth.find_fonts()
-    print(f"generator v{synth.GENERATOR_VERSION}, {len(fonts)} fonts, {args.n} images x {args.repeats} runs")
+    print(f"generator v{synth.GENERATOR_VERSION}, {len(fonts)} fonts, "
+          f"{args.n} images x {args.repeats} runs")
     for workers in args.workers:
         rate = images_per_second(args.n, workers, args.repeats)
         print(f"workers={workers}: {rate:,.0f} images/s (median)")

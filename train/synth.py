@@ -50,13 +50,13 @@ TOFU_PROBE = chr(0x10FFFD)  # plane-16 private-use codepoint: no real face defin
 PROBE_FONT_SIZE = 24  # px; font-filter renders are small so scanning hundreds of faces is quick
 SHAPE_SIDE = 12  # px; digit shapes are compared at this size to spot symbol faces
 MIN_DIGIT_LIKENESS = 4  # of 10 digits must be nearest their own consensus shape
-MIN_INK_RATIO = 0.12  # median digit ink / height^2 below this is a hairline face that vanishes at 32 px
+MIN_INK_RATIO = 0.12  # median digit ink / height^2; below it strokes vanish at 32 px
 RENDER_SCALE = 2  # warp glyph masks at 2x the output size, then downsample with antialiasing
-FONT_SIZES: tuple[int, ...] = (40, 52)  # px; a few sizes so hinting varies but the cache stays small
+FONT_SIZES: tuple[int, ...] = (40, 52)  # px; hinting varies, the font cache stays small
 BLUE_HUE, WARM_HUE = 0.6, 0.08  # HSV hues of enamel plates and of brass/brick/wood
 HUE_MIX = (0.4, 0.75)  # cumulative P(blue-ish hue), P(blue or warm); the rest is any hue
 FONT_CDF_MEMO_SIZE = 8  # font lists whose sampling weights are remembered
-NEIGHBOUR_COUNT_CDF = np.array([0.3, 0.8])  # P(0 neighbours on a side) = 0.3, P(1) = 0.5, P(2) = 0.2
+NEIGHBOUR_COUNT_CDF = np.array([0.3, 0.8])  # neighbours per side: P(0)=0.3, P(1)=0.5, P(2)=0.2
 
 
 @dataclass(frozen=True)
@@ -235,6 +235,7 @@ def _digit_like(paths: Sequence[Path]) -> list[Path]:
 
 @functools.lru_cache(maxsize=None)
 def _find_fonts_cached(dirs: tuple[str, ...]) -> tuple[Path, ...]:
+    """`find_fonts` on a hashable argument, so each process scans the font folders once."""
     candidates = _candidate_files(dirs)
     faces, broken, duplicates = _distinct_faces(candidates)
     kept = _digit_like(faces) if faces else []
@@ -325,7 +326,8 @@ def _sample_effects(rng: np.random.Generator) -> dict:
     if rng.random() < 0.3:
         angle = float(rng.choice((0.0, 0.5, 1.0, 1.5)) * np.pi + rng.normal(0, 0.1))
         plate_edge = (angle, float(rng.uniform(0.3, 0.5)))
-    light = (float(rng.uniform(0, 0.5)), float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(0, 0.15)))
+    light = (float(rng.uniform(0, 0.5)), float(rng.uniform(0, 2 * np.pi)),
+             float(rng.uniform(0, 0.15)))
     return dict(outline=outline, shadow=shadow, plate_edge=plate_edge, light=light,
                 grain=float(rng.uniform(0.0, 0.05)))
 
@@ -433,7 +435,8 @@ def _crop_coeffs(style: DigitStyle, bbox: tuple, side_px: int) -> tuple[float, .
     """PIL PERSPECTIVE coefficients mapping output pixels to canvas pixels around the digit."""
     x0, y0, x1, y1 = bbox
     crop = (y1 - y0) / style.height_frac  # crop side in canvas px
-    centre = np.array([(x0 + x1) / 2 + style.shift[0] * crop, (y0 + y1) / 2 + style.shift[1] * crop])
+    centre = np.array([(x0 + x1) / 2 + style.shift[0] * crop,
+                       (y0 + y1) / 2 + style.shift[1] * crop])
     cos, sin = np.cos(style.rotation), np.sin(style.rotation)
     linear = (crop / side_px) * np.array([[cos, -sin], [sin, cos]]) @ np.array(
         [[1.0 / style.stretch, style.shear], [0.0, 1.0]])
@@ -547,7 +550,8 @@ def _degrade(img: np.ndarray, style: DigitStyle, rng: np.random.Generator, size:
     return out
 
 
-def render_style(style: DigitStyle, label: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+def render_style(style: DigitStyle, label: int, rng: np.random.Generator,
+                 size: int = 32) -> np.ndarray:
     """Render one crop of `label` exactly as `style` describes.
 
     Args:
@@ -563,7 +567,8 @@ def render_style(style: DigitStyle, label: int, rng: np.random.Generator, size: 
     return _degrade(_compose(style, label, rng, size), style, rng, size)
 
 
-def render_digit(rng: np.random.Generator, label: int, fonts: Sequence[Path], size: int = 32) -> np.ndarray:
+def render_digit(rng: np.random.Generator, label: int, fonts: Sequence[Path],
+                 size: int = 32) -> np.ndarray:
     """Render a random SVHN-like crop of `label`.
 
     Args:
@@ -581,8 +586,13 @@ def render_digit(rng: np.random.Generator, label: int, fonts: Sequence[Path], si
 # ----------------------------------------------------------------------------- datasets
 
 
-def _render_indices(args: tuple[np.ndarray, int, int, int, tuple[Path, ...]]) -> tuple[np.ndarray, np.ndarray]:
-    """Render the samples with the given indices (a worker's chunk)."""
+def _render_indices(args: tuple[np.ndarray, int, int, int, tuple[Path, ...]],
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Render the samples with the given indices (a worker's chunk).
+
+    Args:
+        args: (indices, seed, split id, size, fonts), one tuple so Pool.map can pass it.
+    """
     indices, seed, split_id, size, fonts = args
     x = np.empty((len(indices), size, size, 3), np.uint8)
     y = np.empty(len(indices), np.int64)
