@@ -6,7 +6,7 @@ import sys
 
 from app.server import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_THREADS, DEFAULT_WORKERS, ServeConfig, serve
 from app.modelfile import DEFAULT_CHECKPOINT
-from model.inference import BACKENDS, DEFAULT_BACKEND
+from model.inference import BACKENDS, DEFAULT_BACKEND, ModelLoadError
 
 ENV_PREFIX = "DIGITS_"
 
@@ -42,7 +42,11 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = ServeConfig(args.host, args.port, args.checkpoint, args.workers, args.threads, args.backend,
                       args.dev, args.debug)
-    return serve(cfg)
+    try:
+        return serve(cfg)
+    except ModelLoadError as e:
+        print(f"error: cannot serve: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 from flask import Flask
 
 from app.batcher import MicroBatcher
@@ -42,6 +43,8 @@ def load_classifier(config: dict) -> Classifier:
         ensure_onnx(config["CHECKPOINT"])
     threads = config["INTRA_OP_THREADS"] or default_threads(int(config["WORKERS"]))
     predictor = load_predictor(config["CHECKPOINT"], config["BACKEND"], int(threads))
+    height, width = (int(s) for s in predictor.info["input_size"])
+    predictor.predict(np.zeros((1, 3, height, width), np.float32))   # warm up: the first run allocates
     batcher = MicroBatcher(predictor.predict, int(config["MAX_BATCH"]), float(config["MAX_WAIT_MS"]) / 1000)
     log.info("loaded %s with %s, %d intra-op threads", summary(predictor), config["BACKEND"], threads)
     return Classifier(predictor, batcher)

@@ -8,6 +8,7 @@ run in child processes, and their one-line errors are passed on as ``ModelLoadEr
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "default.pt"
 HOW_TO_MAKE = "Train one with `python main.py -d SVHN` (see README), or pass --checkpoint PATH."
 EXPORT_TIMEOUT_S = 600
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")   # torch colours some of its error messages
 
 
 def _run_module(module: str, *args: str) -> None:
@@ -30,7 +32,8 @@ def _run_module(module: str, *args: str) -> None:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         errors = [line for line in lines if line.startswith("error: ")]
         reason = (errors or lines or [f"{module} exited with status {done.returncode}"])[-1]
-        raise ModelLoadError(f"{reason.removeprefix('error: ')} {HOW_TO_MAKE}")
+        reason = ANSI_ESCAPE.sub("", reason.removeprefix("error: "))
+        raise ModelLoadError(f"{reason} {HOW_TO_MAKE}")
 
 
 def ensure_onnx(ckpt_path: str | Path) -> Path:
@@ -45,8 +48,8 @@ def ensure_onnx(ckpt_path: str | Path) -> Path:
         return onnx_path
     if not ckpt_path.is_file():
         raise ModelLoadError(f"{ckpt_path}: no such checkpoint file. {HOW_TO_MAKE}")
-    log.info("exporting %s to %s", ckpt_path, onnx_path)
     _run_module("model.export", str(ckpt_path), str(onnx_path))
+    log.info("exported %s to %s", ckpt_path, onnx_path)
     return onnx_path
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from gunicorn.app.base import BaseApplication
 
 from app.modelfile import DEFAULT_CHECKPOINT, check_loadable
-from model.inference import DEFAULT_BACKEND, ModelLoadError
+from model.inference import DEFAULT_BACKEND
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,10 @@ class GunicornServer(BaseApplication):
 def serve(cfg: ServeConfig) -> int:
     """Check the model, then serve until interrupted. Returns a process exit status.
 
-    A model that cannot be loaded stops start-up with one line naming the file and how to make one.
+    Raises:
+        ModelLoadError: before anything starts, naming the file and how to make one.
     """
-    try:
-        check_loadable(cfg.checkpoint, cfg.backend)
-    except ModelLoadError as e:
-        log.error("cannot serve: %s", e)
-        return 2
+    check_loadable(cfg.checkpoint, cfg.backend)
     if cfg.dev:
         from app import create_app
 

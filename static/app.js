@@ -34,6 +34,7 @@
     preview.src = previewUrl;
     preview.hidden = false;
     dropzone.classList.add("has-preview");
+    document.getElementById("change-hint").hidden = false;
   }
 
   function render(data) {
@@ -50,6 +51,7 @@
       row.classList.toggle("top", i === data.digit);
     });
     result.hidden = false;
+    document.getElementById("placeholder").hidden = true;
     document.title = data.digit + " – Digit recognizer";
     if (window.matchMedia("(max-width: 759px)").matches) result.scrollIntoView({ behavior: "smooth", block: "start" });
   }
