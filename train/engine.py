@@ -164,7 +164,7 @@ def to_device(x: torch.Tensor, y: torch.Tensor, rt: Runtime) -> tuple[torch.Tens
 def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler, rt: Runtime, mixup: float = 0.0,
                     desc: str = "", on_batch=None) -> dict:
-    """One pass over ``loader``. Returns loss, accuracy (on the un-mixed labels) and images/s.
+    """One pass over ``loader``. Returns loss, accuracy (on the un-mixed labels), images seen (all ranks) and images/s.
 
     ``on_batch(i)`` is called after each optimiser step (the loop uses it to track its position).
     """
@@ -200,7 +200,7 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
         dist.all_reduce(totals)
     count = max(totals[2].item(), 1.0)
     return {"train_loss": totals[0].item() / count, "train_accuracy": totals[1].item() / count,
-            "images_per_s": totals[2].item() / max(elapsed, 1e-9)}
+            "train_images": int(totals[2].item()), "images_per_s": totals[2].item() / max(elapsed, 1e-9)}
 
 
 @torch.inference_mode()

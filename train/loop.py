@@ -76,6 +76,7 @@ class Run:
         self.spec = get_dataset(cfg.dataset)
         self._load_data()
         self.arch = arch_config(cfg, len(self.class_names))
+        torch.manual_seed(cfg.seed)  # --seed covers weight initialisation: one command, one network
         self.net = build_network(self.arch).to(self.rt.device)
         if self.rt.device.type == "cuda":
             self.net = self.net.to(memory_format=torch.channels_last)
