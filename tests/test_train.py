@@ -1,0 +1,320 @@
+"""Training end to end on tiny files in the official formats: outputs, resume, interruption, DDP, errors.
+
+Everything runs a WRN-10-1 for a few batches on CPU. In-process runs use one intra-op thread and
+subprocesses get OMP_NUM_THREADS=1: on a small shared CPU, more threads only add contention.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.checkpoint import load_checkpoint
+from official_formats import CIFAR10_TEST_NAMES, write_cifar10, write_cifar100, write_svhn
+from train import cli, loop
+from train.config import TrainConfig
+from train.engine import EpochSampler
+from train.logs import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--depth", "10", "--width", "1", "--batch-size", "16", "--workers", "0", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``main.py argv`` in-process: (exit code, stdout, stderr)."""
+    try:
+        code = cli.main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def subprocess_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture(scope="module")
+def svhn_run(tmp_path_factory):
+    """One epoch of SVHN (real loader, tiny .mat files) through the command line; shared, read-only."""
+    root = tmp_path_factory.mktemp("svhn")
+    write_svhn(root / "data", n_train=60, n_test=20)
+    argv = ["-d", "svhn", "--data-dir", root / "data", "--out", root / "run", "--epochs", "1",
+            "--val-size", "12", "--dropout", "0.1", *TINY]
+    torch.set_num_threads(1)
+    assert cli.main([str(a) for a in argv]) == 0
+    return root
+
+
+def test_svhn_epoch_writes_checkpoints_metrics_and_curves(svhn_run):
+    run = svhn_run / "run"
+    assert {"best.pt", "last.pt", "metrics.jsonl", "curves.png"} <= {p.name for p in run.iterdir()}
+    assert not list(run.glob("*.tmp"))
+    rows = read_metrics(run)
+    assert len(rows) == 1 and rows[0]["epoch"] == 1
+    assert rows[0]["train_images"] == 48  # 60 - 12 validation images, each seen once
+    for key in ("train_loss", "train_accuracy", "val_accuracy", "val_loss", "lr"):
+        assert key in rows[0]
+
+
+def test_svhn_best_checkpoint_records_metrics_with_their_data(svhn_run):
+    best = torch.load(svhn_run / "run" / "best.pt", weights_only=True)
+    assert "training_state" not in best  # weights and metadata only
+    assert best["class_names"] == [str(d) for d in range(10)]  # label 10 of the .mat is the digit 0
+    metrics = best["metrics"]
+    assert "validation split" in metrics["val_accuracy"]["data"] and "12 images" in metrics["val_accuracy"]["data"]
+    assert metrics["test_accuracy"]["data"] == "SVHN test split (20 images)"
+    assert 0.0 <= metrics["test_accuracy"]["value"] <= 1.0
+    assert best["dataset"] == "SVHN train, 48 images"
+    assert best["train_config"]["val_size"] == 12 and best["train_config"]["dataset"] == "SVHN"
+    last = load_checkpoint(svhn_run / "run" / "last.pt")
+    assert last["epoch"] == 1 and last["training_state"]["batches_done"] == 0
+
+
+def test_cifar10_epoch_takes_class_names_from_meta(tmp_path):
+    write_cifar10(tmp_path / "data", n_per_batch=8, n_test=10)
+    cfg = TrainConfig(dataset="CIFAR-10", data_dir=str(tmp_path / "data"), val_size=8, depth=10, width=1,
+                      dropout=0.0, epochs=1, batch_size=16, lr=0.05, milestones=(1,), augment=True,
+                      device="cpu")
+    metrics = loop.fit(cfg, tmp_path / "run")
+    assert metrics["test_accuracy"]["data"] == "CIFAR-10 test split (10 images)"
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert best["class_names"] == CIFAR10_TEST_NAMES
+    assert best["metrics"]["test_accuracy"] == metrics["test_accuracy"]
+    assert read_metrics(tmp_path / "run")[0]["train_images"] == 32  # 5 batches x 8 - 8 validation
+
+
+def test_cifar100_epoch_through_the_command_line(tmp_path, capsys):
+    write_cifar100(tmp_path / "data", n_train=40, n_test=10)
+    code, out, err = run_cli(["-d", "c100", "--data-dir", tmp_path / "data", "--out", tmp_path / "run",
+                              "--epochs", "1", "--val-size", "8", *TINY], capsys)
+    assert code == 0, err
+    assert json.loads(out)["test_accuracy"]["data"] == "CIFAR-100 test split (10 images)"
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert best["class_names"][:2] == ["fine000", "fine001"] and len(best["class_names"]) == 100
+    assert best["state_dict"]["fc.weight"].shape == (100, 64)
+
+
+def test_missing_data_offline_exits_2_naming_files_and_folder(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = subprocess.run([sys.executable, str(REPO / "main.py"), "-d", "SVHN", "--data-dir", str(empty),
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120,
+                          env=subprocess_env(), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    error = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(error) == 1, proc.stderr  # one paragraph
+    for part in ("train_32x32.mat", "test_32x32.mat", str(empty / "svhn")):
+        assert part in error[0]
+
+
+def test_refuses_to_overwrite_a_run_without_resume(svhn_run, capsys):
+    before = (svhn_run / "run" / "last.pt").read_bytes()
+    code, _, err = run_cli(["-d", "svhn", "--data-dir", svhn_run / "data", "--out", svhn_run / "run",
+                            "--epochs", "1", "--val-size", "12", *TINY], capsys)
+    assert code == 2
+    assert "already holds a run" in err and "--resume" in err and str(svhn_run / "run") in err
+    assert (svhn_run / "run" / "last.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("args, named", [
+    (["-d", "mnist"], "'mnist'"),
+    (["--depth", "12"], "depth 12"),
+    (["--arch", "resnet", "--depth", "16"], "depth 16"),
+    (["--lr", "-0.1"], "--lr -0.1"),
+    (["--milestones", "30", "10"], "--milestones [30, 10]"),
+    (["--milestones", "0", "10"], "--milestones [0, 10]"),
+    (["--epochs", "0"], "--epochs 0"),
+    (["--dropout", "1.5"], "dropout 1.5"),
+])
+def test_bad_arguments_exit_2_naming_the_value(tmp_path, capsys, args, named):
+    code, _, err = run_cli(["--data-dir", tmp_path, "--out", tmp_path / "run", *args], capsys)
+    assert code == 2
+    assert named in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # rejected before anything is written
+
+
+def test_unknown_dataset_error_lists_the_supported_ones(tmp_path, capsys):
+    _, _, err = run_cli(["-d", "mnist", "--out", tmp_path / "run"], capsys)
+    assert "SVHN" in err and "CIFAR-10" in err and "SynthDigits" in err
+
+
+def test_resume_from_weights_only_checkpoint_is_refused(svhn_run, capsys):
+    code, _, err = run_cli(["--resume", svhn_run / "run" / "best.pt", "--workers", "0"], capsys)
+    assert code == 2
+    assert "best.pt" in err and "weights only" in err and "last.pt" in err
+
+
+def test_resume_from_missing_checkpoint_is_refused(tmp_path, capsys):
+    code, _, err = run_cli(["--resume", tmp_path / "nowhere" / "last.pt"], capsys)
+    assert code == 2 and "nowhere" in err
+
+
+def test_val_size_larger_than_the_data_is_refused(svhn_run, tmp_path, capsys):
+    code, _, err = run_cli(["-d", "svhn", "--data-dir", svhn_run / "data", "--out", tmp_path / "run",
+                            "--val-size", "500", "--epochs", "1", *TINY], capsys)
+    assert code == 2
+    assert "--val-size 500" in err and "60 images" in err
+
+
+def _svhn_config(data_dir: Path, **overrides) -> TrainConfig:
+    values = dict(dataset="SVHN", data_dir=str(data_dir), val_size=8, depth=10, width=1, dropout=0.3, epochs=2,
+                  batch_size=16, lr=0.05, milestones=(1,), gamma=0.5, augment=True, device="cpu", seed=3)
+    return TrainConfig(**{**values, **overrides})
+
+
+def _assert_same_training_state(a: dict, b: dict) -> None:
+    assert a["epoch"] == b["epoch"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), f"weights differ at {k}"
+    opt_a, opt_b = a["training_state"]["optimizer"], b["training_state"]["optimizer"]
+    assert opt_a["param_groups"] == opt_b["param_groups"]
+    assert opt_a["state"].keys() == opt_b["state"].keys() and opt_a["state"]
+    for i in opt_a["state"]:
+        for name, value in opt_a["state"][i].items():
+            assert torch.equal(value, opt_b["state"][i][name]), f"optimizer {name} differs for parameter {i}"
+    assert a["training_state"]["scheduler"] == b["training_state"]["scheduler"]
+
+
+def test_resume_equals_uninterrupted_training(tmp_path, monkeypatch, capsys):
+    write_svhn(tmp_path / "data", n_train=40, n_test=10)
+    cfg = _svhn_config(tmp_path / "data")
+    loop.fit(cfg, tmp_path / "straight")
+
+    real_seed_epoch = loop.Run.seed_epoch
+
+    def stop_before_second_epoch(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt  # what Ctrl-C between the epochs does
+        real_seed_epoch(self, epoch)
+
+    monkeypatch.setattr(loop.Run, "seed_epoch", stop_before_second_epoch)
+    with pytest.raises(loop.Interrupted, match="--resume"):
+        loop.fit(cfg, tmp_path / "resumed")
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
+    code, _, err = run_cli(["--resume", tmp_path / "resumed" / "last.pt", "--workers", "0"], capsys)
+    assert code == 0, err
+
+    straight = load_checkpoint(tmp_path / "straight" / "last.pt")
+    resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    _assert_same_training_state(straight, resumed)
+    drop = ("time", "images_per_s")
+    rows = [[{k: v for k, v in r.items() if k not in drop} for r in read_metrics(tmp_path / d)]
+            for d in ("straight", "resumed")]
+    assert rows[0] == rows[1] and len(rows[0]) == 2
+
+
+def test_same_seed_gives_the_same_network(tmp_path):
+    """Weight initialisation is seeded too, so two runs of one command agree (what resume relies on)."""
+    write_svhn(tmp_path / "data", n_train=20, n_test=10)
+    cfg = _svhn_config(tmp_path / "data", epochs=1)
+    runs = [loop.Run(cfg, tmp_path / f"run{i}") for i in range(2)]
+    for k, v in runs[0].net.state_dict().items():
+        assert torch.equal(v, runs[1].net.state_dict()[k]), k
+    other = loop.Run(_svhn_config(tmp_path / "data", epochs=1, seed=4), tmp_path / "run3")
+    assert not torch.equal(other.net.conv1.weight, runs[0].net.conv1.weight)
+
+
+class StderrReader:
+    """Collect a subprocess's stderr in the background (tqdm writes '\\r' without newlines)."""
+
+    def __init__(self, stream):
+        self.text, self._stream = "", stream
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        for chunk in iter(lambda: self._stream.read1(4096), b""):
+            self.text += chunk.decode(errors="replace")
+
+    def wait_for(self, pattern: str, proc: subprocess.Popen, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            if re.search(pattern, self.text):
+                return True
+            time.sleep(0.05)
+        return bool(re.search(pattern, self.text))
+
+    def join(self):
+        self._thread.join(timeout=10)
+
+
+def test_sigint_mid_epoch_saves_a_resumable_checkpoint(tmp_path, capsys):
+    write_svhn(tmp_path / "data", n_train=1600, n_test=10)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), "-d", "svhn", "--data-dir", str(tmp_path / "data"),
+                             "--out", str(run), "--epochs", "1", "--val-size", "16", *TINY],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env(), cwd=tmp_path)
+    reader = StderrReader(proc.stderr)
+    try:
+        # tqdm shows "epoch 1/1: ... | 3/99 [" once three steps are done: then we are mid-epoch.
+        started = reader.wait_for(r"epoch 1/1:[^\r]*\| ([3-9]|[1-9]\d)/99 \[", proc, timeout=120)
+        assert started, reader.text[-2000:]
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        reader.join()
+    assert code == 130, reader.text[-2000:]
+    assert f"--resume {run / 'last.pt'}" in reader.text and "Traceback" not in reader.text
+    raw = torch.load(run / "last.pt", weights_only=True)
+    done = raw["training_state"]["batches_done"]
+    assert raw["epoch"] == 0 and 3 <= done < 99
+    assert not (run / "best.pt").exists()
+
+    code, out, err = run_cli(["--resume", run / "last.pt", "--workers", "0"], capsys)
+    assert code == 0, err
+    rows = read_metrics(run)
+    assert len(rows) == 1 and rows[0]["train_images"] == 1584 - done * 16  # only the rest of the epoch
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    assert "test_accuracy" in load_checkpoint(run / "best.pt")["metrics"]
+
+
+def test_two_process_ddp_run_covers_the_training_set_once(tmp_path):
+    write_svhn(tmp_path / "data", n_train=72, n_test=10)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(REPO / "main.py"), "-d", "svhn", "--data-dir", str(tmp_path / "data"), "--out", str(run),
+           "--epochs", "1", "--val-size", "8", *TINY]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=subprocess_env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "curves.png", "last.pt", "metrics.jsonl"]
+    rows = read_metrics(run)
+    assert len(rows) == 1  # only rank 0 writes
+    assert rows[0]["train_images"] == 64  # 72 - 8: 2 ranks x 2 batches x 16, no image twice or missed
+    best = load_checkpoint(run / "best.pt")
+    assert not any(k.startswith("module.") for k in best["state_dict"])
+    assert "test_accuracy" in best["metrics"]
+
+
+def test_epoch_sampler_shards_cover_every_index_and_skip_resumes():
+    shards = [list(EpochSampler(10, seed=1, rank=r, world_size=3)) for r in range(3)]
+    assert all(len(s) == 4 for s in shards)
+    assert set(sum(shards, [])) == set(range(10))
+    sampler = EpochSampler(10, seed=1)
+    full = list(sampler)
+    sampler.set_epoch(0, skip=4)
+    assert list(sampler) == full[4:] and len(sampler) == 6
+    sampler.set_epoch(1)
+    assert list(sampler) != full and sorted(sampler) == list(range(10))
