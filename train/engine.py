@@ -39,6 +39,11 @@ class Runtime:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """channels_last: faster convolutions on CUDA and, measured here, on CPU (oneDNN)."""
+        return torch.channels_last if self.device.type in ("cuda", "cpu") else torch.contiguous_format
+
 
 def pick_device(name: str = "auto") -> torch.device:
     """"auto" picks CUDA, then MPS, then CPU; otherwise the named device.
@@ -157,8 +162,8 @@ def autocast(rt: Runtime):
 
 
 def to_device(x: torch.Tensor, y: torch.Tensor, rt: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
-    fmt = torch.channels_last if rt.device.type == "cuda" else torch.contiguous_format
-    return (x.to(rt.device, non_blocking=True, memory_format=fmt), y.to(rt.device, non_blocking=True))
+    return (x.to(rt.device, non_blocking=True, memory_format=rt.memory_format),
+            y.to(rt.device, non_blocking=True))
 
 
 def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,

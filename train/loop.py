@@ -77,9 +77,7 @@ class Run:
         self._load_data()
         self.arch = arch_config(cfg, len(self.class_names))
         torch.manual_seed(cfg.seed)  # --seed covers weight initialisation: one command, one network
-        self.net = build_network(self.arch).to(self.rt.device)
-        if self.rt.device.type == "cuda":
-            self.net = self.net.to(memory_format=torch.channels_last)
+        self.net = build_network(self.arch).to(self.rt.device, memory_format=self.rt.memory_format)
         self.optimizer = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(cfg.milestones), cfg.gamma)
