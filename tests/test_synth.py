@@ -113,3 +113,17 @@ def test_symbol_faces_are_not_used(fonts):
     # Dingbats and weather icons sit at the digit codepoints of these faces: not digits.
     symbol_stems = ("D050000L", "DSEGWeather", "LinBiolinum_K")
     assert not [f for f in fonts if f.stem.startswith(symbol_stems)]
+
+
+def test_ablations_switch_parts_off_and_keep_the_rest_of_the_draw():
+    full, y_full = synth.generate(6, 11, "train")
+    plain, y_plain = synth.generate(6, 11, "train", ablate=frozenset({"colour"}))
+    assert (y_full == y_plain).all()  # same labels: ablation happens after sampling
+    assert not (full == plain).all()
+    # black digits on white: the brightest pixels of a colour-ablated crop are near white
+    assert (plain.reshape(6, -1).max(1) > 200).all()
+
+
+def test_unknown_ablation_is_a_clear_error():
+    with pytest.raises(ValueError, match="Invalid ablation"):
+        synth.generate(2, 0, "train", ablate=frozenset({"everything"}))

@@ -25,6 +25,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="./data", help="where data sets are found or downloaded to")
     p.add_argument("--extra", action="store_true", help="SVHN: add the 531,131-image extra split (as the paper)")
     p.add_argument("--synth-size", type=int, default=100_000, help="SynthDigits: training images to render")
+    p.add_argument("--synth-ablate", nargs="+", default=[], metavar="PART",
+                   help="SynthDigits: switch generator parts off for an ablation study "
+                        "(fonts, neighbours, colour, distortion, degradation)")
     p.add_argument("--mix-synthetic", type=float, default=0.0, metavar="FRACTION",
                    help="add FRACTION x (real training images) SynthDigits images to the training set")
     p.add_argument("--val-size", type=int, help="validation images carved from train (recipe: 5000)")
@@ -74,6 +77,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         import torch
         values["workers"] = 4 if torch.cuda.is_available() else 0
     values["milestones"] = tuple(values["milestones"])
+    values["synth_ablate"] = tuple(values.get("synth_ablate") or ())
     values["dataset"] = get_dataset(args.dataset).name
     values["eval_npz"] = args.eval_npz or ""
     values["out"] = args.out or ""

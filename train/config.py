@@ -12,6 +12,7 @@ class TrainConfig:
     data_dir: str = "./data"
     extra: bool = False
     synth_size: int = 100_000
+    synth_ablate: tuple[str, ...] = ()
     mix_synthetic: float = 0.0
     val_size: int = 5000
     arch: str = "wrn"
@@ -63,4 +64,5 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["milestones"] = list(self.milestones)
+        d["synth_ablate"] = list(self.synth_ablate)
         return d

@@ -57,6 +57,7 @@ class DataRequest:
     mix_synthetic: float = 0.0       # real data sets: synthetic images added, as a fraction of the real ones
     seed: int = 0
     workers: int = 1
+    synth_ablate: tuple[str, ...] = ()  # SynthDigits: generator parts switched off (ablation studies)
 
 
 @dataclass(frozen=True)
@@ -213,9 +214,9 @@ def _cifar_loader(cls: type, name: str, url: str) -> Callable[[DataRequest], tup
 
 def load_synth(req: DataRequest) -> tuple[Dataset, Dataset]:
     from train import synth
-    x, y = synth.load_or_generate(req.root, req.synth_size, req.seed, "train", req.workers)
+    x, y = synth.load_or_generate(req.root, req.synth_size, req.seed, "train", req.workers, req.synth_ablate)
     n_test = max(1000, min(10_000, req.synth_size // 5))
-    xt, yt = synth.load_or_generate(req.root, n_test, req.seed, "test", req.workers)
+    xt, yt = synth.load_or_generate(req.root, n_test, req.seed, "test", req.workers, req.synth_ablate)
     return ArrayDataset(x, y), ArrayDataset(xt, yt)
 
 
@@ -243,7 +244,8 @@ register(DatasetSpec(
     "SynthDigits", DIGITS, SVHN_MEAN, SVHN_STD,
     Recipe(epochs=30, lr=0.05, milestones=(15, 23), gamma=0.1, dropout=0.3, augment=False, depth=16, width=4),
     load_synth, aliases=("synth", "synthetic"), test_name="SynthDigits test split (rendered, disjoint from train)",
-    describe=lambda r, n: f"SynthDigits (rendered street-style digits, seed {r.seed}), {n:,} images"))
+    describe=lambda r, n: (f"SynthDigits (rendered street-style digits, seed {r.seed}"
+                           f"{''.join(f', no {a}' for a in r.synth_ablate)}), {n:,} images")))
 
 
 def load_npz(path: str | Path) -> ArrayDataset:

@@ -93,7 +93,7 @@ class Run:
     def _load_data(self) -> None:
         cfg, spec, rt = self.cfg, self.spec, self.rt
         req = DataRequest(Path(cfg.data_dir), cfg.extra, cfg.synth_size, cfg.mix_synthetic, cfg.seed,
-                          max(1, cfg.workers))
+                          max(1, cfg.workers), cfg.synth_ablate)
         train_raw, test_raw = spec.load(req)
         self.class_names = list(getattr(train_raw, "classes", None) or spec.class_names)
         self.dataset_description = spec.describe(req, len(train_raw) - cfg.val_size)
@@ -220,7 +220,9 @@ def fit(cfg: TrainConfig, out_dir: Path | None = None, resume: str | Path | None
         ckpt = load_checkpoint(resume)
         if "training_state" not in ckpt:
             raise ValueError(f"{resume}: holds weights only (a best.pt); resume from the run's last.pt.")
-        cfg = TrainConfig(**{**ckpt["train_config"], "milestones": tuple(ckpt["train_config"]["milestones"]),
+        stored = ckpt["train_config"]
+        cfg = TrainConfig(**{**stored, "milestones": tuple(stored["milestones"]),
+                             "synth_ablate": tuple(stored.get("synth_ablate", ())),
                              "workers": cfg.workers, "device": cfg.device})
         out_dir = Path(resume).parent
     spec = get_dataset(cfg.dataset)

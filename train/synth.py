@@ -391,6 +391,36 @@ def plain_style(font: Path) -> DigitStyle:
     return DigitStyle(font=font)
 
 
+# What each ablation switches off, measured in the README's "what closed the gap" table.
+ABLATIONS: tuple[str, ...] = ("fonts", "neighbours", "colour", "distortion", "degradation")
+ABLATION_FONT = "DejaVuSans.ttf"  # the single face left by the "fonts" ablation
+
+
+def ablate_style(style: DigitStyle, ablate: frozenset[str], fonts: Sequence[Path]) -> DigitStyle:
+    """Switch parts of a sampled style off (after sampling, so the rest of the draw is unchanged).
+
+    Raises:
+        ValueError: For an ablation not in ABLATIONS.
+    """
+    unknown = set(ablate) - set(ABLATIONS)
+    if unknown:
+        raise ValueError(f"Invalid ablation {sorted(unknown)}. Only {', '.join(ABLATIONS)} are supported.")
+    changes: dict = {}
+    if "fonts" in ablate:
+        changes["font"] = next((f for f in fonts if Path(f).name == ABLATION_FONT), fonts[0])
+        changes["stroke"] = 0
+    if "neighbours" in ablate:
+        changes.update(left=(), right=())
+    if "colour" in ablate:
+        changes.update(fg=(0.0, 0.0, 0.0), bg=(1.0, 1.0, 1.0), wall=(1.0, 1.0, 1.0), outline=None,
+                       shadow=None, plate_edge=None, light=(0.0, 0.0, 0.0), grain=0.0)
+    if "distortion" in ablate:
+        changes.update(rotation=0.0, shear=0.0, stretch=1.0, perspective=(0.0, 0.0))
+    if "degradation" in ablate:
+        changes.update(blur=0.0, low_res=0, noise=0.0, jpeg=0)
+    return replace(style, **changes)
+
+
 # ----------------------------------------------------------------------------- rendering
 
 
@@ -568,7 +598,7 @@ def render_style(style: DigitStyle, label: int, rng: np.random.Generator,
 
 
 def render_digit(rng: np.random.Generator, label: int, fonts: Sequence[Path],
-                 size: int = 32) -> np.ndarray:
+                 size: int = 32, ablate: frozenset[str] = frozenset()) -> np.ndarray:
     """Render a random SVHN-like crop of `label`.
 
     Args:
@@ -576,35 +606,39 @@ def render_digit(rng: np.random.Generator, label: int, fonts: Sequence[Path],
         label: Digit 0-9 centred in the crop.
         fonts: Faces to choose from (see `find_fonts`).
         size: Output side in px.
+        ablate: Parts of the generator to switch off (see ABLATIONS).
 
     Returns:
         uint8 RGB image (size, size, 3).
     """
-    return render_style(sample_style(rng, fonts, size), label, rng, size)
+    style = sample_style(rng, fonts, size)
+    if ablate:
+        style = ablate_style(style, ablate, fonts)
+    return render_style(style, label, rng, size)
 
 
 # ----------------------------------------------------------------------------- datasets
 
 
-def _render_indices(args: tuple[np.ndarray, int, int, int, tuple[Path, ...]],
+def _render_indices(args: tuple[np.ndarray, int, int, int, tuple[Path, ...], frozenset[str]],
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Render the samples with the given indices (a worker's chunk).
 
     Args:
-        args: (indices, seed, split id, size, fonts), one tuple so Pool.map can pass it.
+        args: (indices, seed, split id, size, fonts, ablate), one tuple so Pool.map can pass it.
     """
-    indices, seed, split_id, size, fonts = args
+    indices, seed, split_id, size, fonts, ablate = args
     x = np.empty((len(indices), size, size, 3), np.uint8)
     y = np.empty(len(indices), np.int64)
     for row, index in enumerate(indices):
         rng = np.random.default_rng([seed, split_id, int(index)])
         y[row] = rng.integers(10)
-        x[row] = render_digit(rng, int(y[row]), fonts, size)
+        x[row] = render_digit(rng, int(y[row]), fonts, size, ablate)
     return x, y
 
 
 def generate(n: int, seed: int, split: str = "train", size: int = 32,
-             workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+             workers: int = 1, ablate: frozenset[str] = frozenset()) -> tuple[np.ndarray, np.ndarray]:
     """Render a SynthDigits split.
 
     Args:
@@ -613,6 +647,7 @@ def generate(n: int, seed: int, split: str = "train", size: int = 32,
         split: One of SPLIT_IDS ("train", "val", "test"); splits never share a sample.
         size: Output side in px.
         workers: Processes to render with; the result does not depend on it.
+        ablate: Parts of the generator to switch off (see ABLATIONS), for ablation studies.
 
     Returns:
         x uint8 (n, size, size, 3) RGB and y int64 (n,) uniform random digits 0-9.
@@ -626,7 +661,10 @@ def generate(n: int, seed: int, split: str = "train", size: int = 32,
         raise ValueError(f"Need n >= 0 and workers >= 1, got n={n}, workers={workers}")
     fonts = tuple(find_fonts())
     chunks = np.array_split(np.arange(n), max(1, min(n, workers * 4)))
-    jobs = [(chunk, seed, SPLIT_IDS[split], size, fonts) for chunk in chunks]
+    ablate = frozenset(ablate)
+    if ablate:
+        ablate_style(plain_style(fonts[0]), ablate, fonts)  # fail fast on an unknown name
+    jobs = [(chunk, seed, SPLIT_IDS[split], size, fonts, ablate) for chunk in chunks]
     if workers == 1 or n < 2:
         parts = [_render_indices(job) for job in jobs]
     else:
@@ -637,23 +675,24 @@ def generate(n: int, seed: int, split: str = "train", size: int = 32,
     return x, y
 
 
-def load_or_generate(root: str | Path, n: int, seed: int, split: str,
-                     workers: int) -> tuple[np.ndarray, np.ndarray]:
+def load_or_generate(root: str | Path, n: int, seed: int, split: str, workers: int,
+                     ablate: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
     """Load a cached split from root/synthdigits, rendering and caching it when missing.
 
     Args:
         root: Data directory; the cache file is
             ``root/synthdigits/{split}-{n}-{seed}-v{GENERATOR_VERSION}.npz``.
-        n, seed, split, workers: As for `generate`.
+        n, seed, split, workers, ablate: As for `generate` (ablated sets get their own file).
 
     Returns:
         x uint8 (n, 32, 32, 3) and y int64 (n,).
     """
-    path = Path(root) / "synthdigits" / f"{split}-{n}-{seed}-v{GENERATOR_VERSION}.npz"
+    tag = "".join(f"-no-{a}" for a in sorted(ablate))
+    path = Path(root) / "synthdigits" / f"{split}-{n}-{seed}-v{GENERATOR_VERSION}{tag}.npz"
     if path.exists():
         with np.load(path) as data:
             return data["x"], data["y"]
-    x, y = generate(n, seed, split, workers=workers)
+    x, y = generate(n, seed, split, workers=workers, ablate=frozenset(ablate))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "wb") as f:
