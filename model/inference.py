@@ -54,7 +54,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def default_threads(workers: int = 1) -> int:
     """Intra-op threads per process so that ``workers`` processes together use each core once."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, workers))
 
 
 def onnx_path_for(ckpt_path: str | Path) -> Path:
@@ -87,6 +88,8 @@ class OnnxPredictor:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # Idle intra-op threads would spin for work, taking the CPU the request threads need to decode.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             meta = self._session.get_modelmeta().custom_metadata_map

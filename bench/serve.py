@@ -1,0 +1,295 @@
+"""Serving benchmark: latency and throughput of gunicorn (``main-flask.py``) against the plain app.
+
+In one run: the bare forward time of the network (ONNX Runtime and eager torch, batch 1), then for
+each concurrency (1, 4, 16) a bounded-time load of the same JPEG against the gunicorn server and
+against ``bench/plain_app.py`` (the seed's way), interleaved so that both see the same machine,
+and the resident memory of every serving process afterwards. Serves ``checkpoints/default.pt`` if
+it exists, else a randomly initialised WRN-16-4 made here (random weights time the same).
+
+    python bench/serve.py [--seconds 10] [--workers 1] [--threads 8] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+DEFAULT_CKPT = REPO / "checkpoints" / "default.pt"
+CONCURRENCIES = (1, 4, 16)
+BOUNDARY = "benchboundary7d1f"
+READY_TIMEOUT_S = 180
+ROUNDS = 5
+
+
+@dataclass
+class LoadResult:
+    """What a bounded-time load measured."""
+
+    concurrency: int
+    requests: int
+    errors: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    latencies: list[float] = field(default_factory=list, repr=False)   # seconds, completed requests
+
+    def figures(self) -> dict:
+        """The summary, without the raw latencies."""
+        return {k: v for k, v in asdict(self).items() if k != "latencies"}
+
+
+def multipart(data: bytes, field: str = "image", filename: str = "digit.jpg", mime: str = "image/jpeg") -> tuple[bytes, str]:
+    """A multipart/form-data body with one file, and its Content-Type."""
+    head = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
+            f"Content-Type: {mime}\r\n\r\n").encode()
+    return head + data + f"\r\n--{BOUNDARY}--\r\n".encode(), f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def _client(port: int, body: bytes, ctype: str, stop_at: float, expect: tuple[int, ...],
+            latencies: list[float], errors: list[str]) -> None:
+    """One client: keep-alive POSTs to /api/predict until ``stop_at``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    while time.perf_counter() < stop_at:
+        start = time.perf_counter()
+        try:
+            conn.request("POST", "/api/predict", body, {"Content-Type": ctype})
+            response = conn.getresponse()
+            response.read()
+            if response.status not in expect:
+                errors.append(f"status {response.status}")
+            if response.getheader("Connection", "").lower() == "close":
+                conn.close()
+        except (OSError, http.client.HTTPException) as e:
+            errors.append(f"{type(e).__name__}: {e}")
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            continue
+        latencies.append(time.perf_counter() - start)
+    conn.close()
+
+
+def run_load(port: int, body: bytes, ctype: str, concurrency: int, seconds: float,
+             expect: tuple[int, ...] = (200,)) -> LoadResult:
+    """``concurrency`` clients posting ``body`` for ``seconds``; latencies of completed requests."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    result = LoadResult(concurrency, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    start = time.perf_counter()
+    threads = [threading.Thread(target=_client, args=(port, body, ctype, start + seconds, expect, latencies, errors))
+               for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        print(f"  {len(errors)} errors, first: {errors[0]}", file=sys.stderr)
+    result.latencies = latencies
+    result.errors, result.seconds = len(errors), time.perf_counter() - start
+    return summarise(result)
+
+
+def summarise(result: LoadResult) -> LoadResult:
+    """Fill in the request count, rate and percentiles from ``result.latencies``."""
+    ms = np.asarray(result.latencies) * 1000 if result.latencies else np.zeros(1)
+    p50, p95, p99 = (round(float(np.percentile(ms, q)), 2) for q in (50, 95, 99))
+    result.requests = len(result.latencies)
+    result.rps = round(result.requests / result.seconds, 1)
+    result.p50_ms, result.p95_ms, result.p99_ms = p50, p95, p99
+    return result
+
+
+def merge(parts: list[LoadResult]) -> LoadResult:
+    """One result from several slices of the same load."""
+    merged = LoadResult(parts[0].concurrency, 0, sum(p.errors for p in parts), sum(p.seconds for p in parts), 0, 0, 0, 0)
+    merged.latencies = [t for p in parts for t in p.latencies]
+    return summarise(merged)
+
+
+def wait_ready(port: int, proc: subprocess.Popen, timeout: float = READY_TIMEOUT_S) -> None:
+    """Poll /healthz until it answers 200, or fail if the server exits or takes too long."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with status {proc.returncode}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"server on port {port} not ready after {timeout} s")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MB (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of a process (gunicorn's workers)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_checkpoint(folder: Path) -> Path:
+    """A randomly initialised WRN-16-4 checkpoint (timing only)."""
+    import torch
+
+    from model.checkpoint import make_checkpoint as assemble, save_checkpoint
+    from model.networks import ArchConfig, build_network
+
+    torch.manual_seed(0)
+    cfg = ArchConfig(arch="wrn", depth=16, width=4)
+    ckpt = assemble(cfg, build_network(cfg).state_dict(), dataset="random weights (benchmark)",
+                    class_names=[str(d) for d in range(10)], input_size=(32, 32),
+                    mean=(0.44, 0.44, 0.47), std=(0.2, 0.2, 0.2))
+    return save_checkpoint(ckpt, folder / "bench-wrn-16-4.pt")
+
+
+def bare_forward_ms(ckpt: Path, threads: int, repeats: int = 200) -> dict[str, float]:
+    """Median batch-1 forward time, ONNX Runtime and eager torch, with the worker's thread count."""
+    import torch
+
+    from model.inference import OnnxPredictor, TorchPredictor, onnx_path_for
+
+    x = np.random.default_rng(0).normal(size=(1, 3, 32, 32)).astype(np.float32)
+    out = {}
+    for name, predictor in (("onnx", OnnxPredictor(onnx_path_for(ckpt), threads)), ("torch", TorchPredictor(ckpt, threads))):
+        for _ in range(20):
+            predictor.predict(x)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            predictor.predict(x)
+            times.append(time.perf_counter() - start)
+        out[name] = round(float(np.median(times)) * 1000, 2)
+    torch.set_num_threads(1)
+    return out
+
+
+def sample_jpeg() -> bytes:
+    """A 640x480 photo-like JPEG of a digit (about 20 KB), the kind a phone user uploads after resizing."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    rng = np.random.default_rng(0)
+    background = rng.normal(200, 12, (480, 640, 3)).clip(0, 255).astype(np.uint8)
+    image = Image.fromarray(background)
+    ImageDraw.Draw(image).text((220, 90), "7", fill=(30, 30, 40), font_size=300)
+    buffer = io.BytesIO()
+    image.filter(ImageFilter.GaussianBlur(1)).save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def start_servers(ckpt: Path, workers: int, threads: int) -> dict[str, tuple[subprocess.Popen, int]]:
+    """Start gunicorn (main-flask.py) and the plain app on free ports; wait until both answer."""
+    python = sys.executable
+    servers = {}
+    port = free_port()
+    servers["gunicorn"] = (subprocess.Popen([python, "main-flask.py", "--checkpoint", str(ckpt), "--port", str(port),
+                                             "--workers", str(workers), "--threads", str(threads)], cwd=REPO,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), port)
+    port = free_port()
+    servers["plain"] = (subprocess.Popen([python, "bench/plain_app.py", "--checkpoint", str(ckpt), "--port", str(port)],
+                                         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), port)
+    for proc, port in servers.values():
+        wait_ready(port, proc)
+    return servers
+
+
+def report(results: dict, bare: dict, memory: dict, workers: int, threads: int) -> None:
+    """Print the figures as a table."""
+    print(f"\nbare forward, batch 1 ({results['intra_op_threads']} intra-op threads): "
+          f"ONNX Runtime {bare['onnx']} ms, eager torch {bare['torch']} ms")
+    print(f"gunicorn: {workers} worker(s) x {threads} threads, ONNX Runtime, micro-batching; plain: Flask threaded, torch")
+    print(f"{'server':9} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} {'p50/forward':>11}")
+    for c in CONCURRENCIES:
+        for name in ("gunicorn", "plain"):
+            r = results[name][c]
+            forward = bare["onnx"] if name == "gunicorn" else bare["torch"]
+            print(f"{name:9} {c:>4} {r['rps']:>8.1f} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                  f"{r['errors']:>6} {r['p50_ms'] / forward:>10.1f}x")
+    for c in CONCURRENCIES:
+        print(f"concurrency {c}: gunicorn/plain requests/s = {results['gunicorn'][c]['rps'] / results['plain'][c]['rps']:.2f}x, "
+              f"p50 {results['gunicorn'][c]['p50_ms']:.2f} vs {results['plain'][c]['p50_ms']:.2f} ms")
+    print("resident memory (MB): " + ", ".join(f"{k} {v}" for k, v in memory.items()))
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Benchmark gunicorn serving against the plain Flask app.")
+    p.add_argument("--checkpoint", default=None, help="checkpoint (default: checkpoints/default.pt, else a random WRN-16-4)")
+    p.add_argument("--seconds", type=float, default=10.0, help="load duration per point (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=1, help="gunicorn workers (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=8, help="request threads per worker (default: %(default)s)")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    return p
+
+
+def main() -> None:
+    args = get_args_parser().parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        ckpt = Path(args.checkpoint) if args.checkpoint else DEFAULT_CKPT if DEFAULT_CKPT.exists() else make_checkpoint(Path(tmp))
+        from app.modelfile import ensure_onnx
+        from model.inference import default_threads
+
+        ensure_onnx(ckpt)
+        intra = default_threads(args.workers)
+        bare = bare_forward_ms(ckpt, intra)
+        body, ctype = multipart(sample_jpeg())
+        servers = start_servers(ckpt, args.workers, args.threads)
+        results: dict = {"checkpoint": str(ckpt), "intra_op_threads": intra, "gunicorn": {}, "plain": {}}
+        try:
+            for c in CONCURRENCIES:
+                for name, (_, port) in servers.items():
+                    run_load(port, body, ctype, c, 1.0)                      # warm-up
+                slices: dict[str, list[LoadResult]] = {name: [] for name in servers}
+                for _ in range(ROUNDS):   # alternate short slices so both servers meet the same background load
+                    for name, (_, port) in servers.items():
+                        slices[name].append(run_load(port, body, ctype, c, args.seconds / ROUNDS))
+                for name in servers:
+                    results[name][c] = merge(slices[name]).figures()
+                    print(f"{name:9} c={c:<3} {results[name][c]}", flush=True)
+            master = servers["gunicorn"][0].pid
+            memory = {f"gunicorn worker {pid}": round(rss_mb(pid), 1) for pid in child_pids(master)}
+            memory["gunicorn master"] = round(rss_mb(master), 1)
+            memory["plain app"] = round(rss_mb(servers["plain"][0].pid), 1)
+        finally:
+            for proc, _ in servers.values():
+                proc.terminate()
+            for proc, _ in servers.values():
+                proc.wait(30)
+        report(results, bare, memory, args.workers, args.threads)
+        if args.json:
+            Path(args.json).write_text(json.dumps({**results, "bare_forward_ms": bare, "rss_mb": memory,
+                                                   "workers": args.workers, "threads": args.threads}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
