@@ -95,7 +95,7 @@ def test_missing_data_offline_raises_data_error_naming_files_and_folder(tmp_path
 def test_mix_synthetic_adds_a_fraction_of_rendered_images(tmp_path, monkeypatch):
     calls = []
 
-    def fake_render(root, n, seed, split, workers):
+    def fake_render(root, n, seed, split, workers, *options):
         calls.append((n, split))
         return np.zeros((n, 32, 32, 3), np.uint8), np.arange(n) % 10
 
@@ -108,7 +108,7 @@ def test_mix_synthetic_adds_a_fraction_of_rendered_images(tmp_path, monkeypatch)
 def test_synthdigits_loader_renders_train_and_disjoint_test(tmp_path, monkeypatch):
     calls = []
 
-    def fake_render(root, n, seed, split, workers):
+    def fake_render(root, n, seed, split, workers, *options):
         calls.append((n, split))
         return np.zeros((n, 32, 32, 3), np.uint8), np.arange(n) % 10
 

@@ -67,14 +67,15 @@ SMALL_ARCHS = {
 }
 
 
-@pytest.mark.parametrize("size", [(32, 32), (30, 30), (24, 40)], ids=["32x32", "30x30", "24x40"])
+# 18 -> 9 -> 5: odd sizes where a strided conv rounds up; 20x28: not square
+@pytest.mark.parametrize("size", [(32, 32), (18, 18), (20, 28)], ids=["32x32", "18x18", "20x28"])
 @pytest.mark.parametrize("name", SMALL_ARCHS)
 def test_forward_shape_and_gradient_for_every_parameter(name, size):
     torch.manual_seed(0)
     net = build_network(ArchConfig(num_classes=7, **SMALL_ARCHS[name])).train()
-    x = torch.randn(3, 3, *size)                                    # (B, C, H, W)
+    x = torch.randn(2, 3, *size)                                    # (B, C, H, W)
     out = net(x)
-    assert out.shape == (3, 7)
+    assert out.shape == (2, 7)
     assert torch.isfinite(out).all()
     out.square().mean().backward()
     for pname, p in net.named_parameters():
