@@ -58,8 +58,12 @@ def svhn_run(tmp_path_factory):
     write_svhn(root / "data", n_train=60, n_test=20)
     argv = ["-d", "svhn", "--data-dir", root / "data", "--out", root / "run", "--epochs", "1",
             "--val-size", "12", "--dropout", "0.1", *TINY]
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    assert cli.main([str(a) for a in argv]) == 0
+    try:
+        assert cli.main([str(a) for a in argv]) == 0
+    finally:
+        torch.set_num_threads(threads)
     return root
 
 
