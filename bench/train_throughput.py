@@ -1,8 +1,8 @@
 """Training throughput (images/s) of the project's ``train_one_epoch`` against a plain fp32 loop.
 
 For each WRN, the project path is what ``main.py`` runs: ``train.engine.train_one_epoch`` with the
-runtime of ``setup_runtime`` (bf16/fp16 autocast and channels_last on CUDA; plain fp32 on CPU,
-where the project turns neither on, so the ratio there is about 1). The baseline is a plain loop:
+runtime of ``setup_runtime`` and the network in ``Runtime.memory_format`` (bf16/fp16 autocast and
+channels_last on CUDA; fp32 channels_last on CPU, where there is no autocast). The baseline is a plain loop:
 the same network and SGD optimiser, contiguous memory, no autocast. Both see the same random
 batches, copied from host memory every step and synchronised every step (``loss.item()``, as the
 project loop does). Windows of the two paths alternate, so drift in a shared machine's load hits
@@ -102,9 +102,7 @@ def time_plain(net, optimizer, device: torch.device, batches) -> float:
 def bench_arch(arch: ArchConfig, rt: Runtime, batch_size: int, steps: int, windows: int) -> tuple[float, float]:
     """Median images/s of (project path, plain loop), alternating windows after one warm-up each."""
     torch.manual_seed(0)
-    project_net = build_network(arch).to(rt.device)
-    if rt.device.type == "cuda":
-        project_net = project_net.to(memory_format=torch.channels_last)  # as train.loop.Run does
+    project_net = build_network(arch).to(rt.device, memory_format=rt.memory_format)  # as train.loop.Run does
     plain_net = build_network(arch).to(rt.device)
     project_opt, plain_opt = make_optimizer(project_net), make_optimizer(plain_net)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
@@ -125,7 +123,8 @@ def main(args: argparse.Namespace) -> None:
     batch_size = args.batch_size or defaults["batch_size"]
     steps, windows = args.steps or defaults["steps"], args.windows or defaults["windows"]
     name = torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    precision = f"autocast {str(rt.amp_dtype).replace('torch.', '')} + channels_last" if rt.amp_dtype else "fp32 (no AMP on this device)"
+    amp = f"autocast {str(rt.amp_dtype).replace('torch.', '')}" if rt.amp_dtype else "fp32 (no autocast on this device)"
+    precision = f"{amp}, {str(rt.memory_format).replace('torch.', '')}"
     print(f"device: {name}; torch {torch.__version__}; project path: {precision}")
     print(f"batch {batch_size}, {steps} steps per window, median of {windows} windows after 1 warm-up")
     print(f"{'network':<10} {'project img/s':>14} {'plain fp32 img/s':>17} {'ratio':>6}")
