@@ -22,13 +22,17 @@ BACKGROUND = (255, 255, 255)  # what transparent pixels are composited onto
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any Pillow mode (L, LA, P, RGBA, CMYK, I;16, I, F, ...) to 8-bit RGB.
 
-    Transparent pixels are composited onto white; 16- and 32-bit images are scaled to 8 bits.
+    Transparent pixels are composited onto white; 16- and 32-bit images are scaled to 8 bits
+    (float images with values in [0, 1] are taken as [0, 1], others as [0, 255]).
     """
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or a.max() > 255 else 255.0
+        if image.mode.startswith("I;16") or a.max() > 255:
+            top = 65535.0
+        else:  # float images in [0, 1] are scaled like 8-bit ones in [0, 255]
+            top = 1.0 if image.mode == "F" and a.max() <= 1.0 else 255.0
         image = Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")

@@ -142,3 +142,8 @@ def test_preprocess_returns_network_input_and_what_it_sees():
     assert x.shape == (3, 32, 32) and x.dtype == np.float32
     assert seen.size == (32, 32) and seen.mode == "RGB"
     np.testing.assert_allclose(x, (200 / 255 - 0.5) / 0.25, atol=1e-5)
+
+
+def test_float_images_in_unit_range_scale_like_8_bit():
+    unit = Image.fromarray(np.full((8, 8), 0.5, np.float32), "F")
+    assert to_rgb(unit).getpixel((4, 4)) == (128, 128, 128)

@@ -167,6 +167,18 @@ def test_resume_from_weights_only_checkpoint_is_refused(svhn_run, capsys):
     assert "best.pt" in err and "weights only" in err and "last.pt" in err
 
 
+def test_resume_can_extend_the_epochs_but_not_shorten_them(svhn_run, tmp_path, capsys):
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(svhn_run / "run", run)
+    code, _, err = run_cli(["--resume", run / "last.pt", "--epochs", "0", "--workers", "0"], capsys)
+    assert code == 2 and "--epochs" in err
+    torch.set_num_threads(1)
+    code, _, _ = run_cli(["--resume", run / "last.pt", "--epochs", "2", "--workers", "0"], capsys)
+    assert code == 0
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 2
+
+
 def test_resume_from_missing_checkpoint_is_refused(tmp_path, capsys):
     code, _, err = run_cli(["--resume", tmp_path / "nowhere" / "last.pt"], capsys)
     assert code == 2 and "nowhere" in err

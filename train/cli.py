@@ -55,7 +55,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-amp", dest="amp", action="store_false", help="full fp32 on CUDA (default: bf16/fp16 autocast)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
     p.add_argument("--out", default=None, help="run folder (default: checkpoints/<dataset>-<arch>/)")
-    p.add_argument("--resume", default=None, metavar="PATH", help="continue the run saved in PATH (its last.pt)")
+    p.add_argument("--resume", default=None, metavar="PATH",
+                   help="continue the run saved in PATH (its last.pt) with its stored settings; "
+                        "--epochs may extend it")
     p.add_argument("--eval-npz", default=None, metavar="NPZ",
                    help="labelled images (x uint8 NHWC, y) to report each epoch or evaluate on; never trained on")
     p.add_argument("--evaluate", default=None, metavar="CKPT", help="evaluate CKPT and exit")
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         from train.loop import Interrupted, fit
         cfg = build_config(args)
         try:
-            metrics = fit(cfg, cfg.out or None, args.resume)
+            metrics = fit(cfg, cfg.out or None, args.resume, epochs=args.epochs)
         except Interrupted as e:
             print(f"\n{e}", file=sys.stderr)
             return 130

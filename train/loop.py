@@ -208,11 +208,13 @@ def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def fit(cfg: TrainConfig, out_dir: Path | None = None, resume: str | Path | None = None) -> dict:
+def fit(cfg: TrainConfig, out_dir: Path | None = None, resume: str | Path | None = None,
+        epochs: int | None = None) -> dict:
     """Train to ``cfg.epochs``; returns the best checkpoint's metrics (with test accuracy).
 
     Raises:
         Interrupted: after saving last.pt, on Ctrl-C or SIGTERM.
+        ValueError: for ``epochs`` (which extends a resumed run) not after the epochs done.
         FileExistsError: if ``out_dir`` already holds a run and ``resume`` is not given.
     """
     ckpt = None
@@ -223,15 +225,18 @@ def fit(cfg: TrainConfig, out_dir: Path | None = None, resume: str | Path | None
         stored = ckpt["train_config"]
         cfg = TrainConfig(**{**stored, "milestones": tuple(stored["milestones"]),
                              "synth_ablate": tuple(stored.get("synth_ablate", ())),
-                             "workers": cfg.workers, "device": cfg.device})
+                             "workers": cfg.workers, "device": cfg.device,
+                             "epochs": epochs or stored["epochs"]})
+        if cfg.epochs < ckpt["epoch"]:
+            raise ValueError(f"Invalid --epochs {cfg.epochs}: {resume} has already done {ckpt['epoch']} epochs.")
         out_dir = Path(resume).parent
     spec = get_dataset(cfg.dataset)
     out_dir = Path(out_dir or default_out_dir(cfg, spec))
     if ckpt is None and (out_dir / "last.pt").exists():
         raise FileExistsError(f"{out_dir} already holds a run. Continue it with --resume {out_dir / 'last.pt'}, "
                               f"or choose another folder with --out.")
+    run = Run(cfg, out_dir, ckpt)  # loads the data first: a failed start leaves no empty folder
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = Run(cfg, out_dir, ckpt)
     log.info("%s, %s parameters, on %s; %s; writing to %s", run.arch.name, f"{count_parameters(run.net):,}",
              run.rt.device, run.dataset_description, out_dir)
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
