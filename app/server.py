@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
-DEFAULT_WORKERS = 1
+DEFAULT_WORKERS = 2          # with cores // workers intra-op threads each: no thread hand-overs inside a forward
 DEFAULT_THREADS = 8          # request threads per worker: enough concurrent requests to batch
 GRACEFUL_TIMEOUT_S = 10
 WORKER_TIMEOUT_S = 60

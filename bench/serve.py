@@ -6,7 +6,7 @@ against ``bench/plain_app.py`` (the seed's way), interleaved so that both see th
 and the resident memory of every serving process afterwards. Serves ``checkpoints/default.pt`` if
 it exists, else a randomly initialised WRN-16-4 made here (random weights time the same).
 
-    python bench/serve.py [--seconds 10] [--workers 1] [--threads 8] [--json out.json]
+    python bench/serve.py [--seconds 10] [--workers 2] [--threads 8] [--json out.json]
 """
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from app.server import DEFAULT_THREADS, DEFAULT_WORKERS  # noqa: E402
+
 DEFAULT_CKPT = REPO / "checkpoints" / "default.pt"
 CONCURRENCIES = (1, 4, 16)
 BOUNDARY = "benchboundary7d1f"
@@ -46,6 +48,7 @@ class LoadResult:
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    cpu_ms_per_request: float = 0.0     # server CPU time / requests: robust to other load on the machine
     latencies: list[float] = field(default_factory=list, repr=False)   # seconds, completed requests
 
     def figures(self) -> dict:
@@ -145,6 +148,16 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time used so far by these processes (all their threads)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])          # utime, stime
+    return total / ticks
+
+
 def child_pids(pid: int) -> list[int]:
     """Direct children of a process (gunicorn's workers)."""
     children = Path(f"/proc/{pid}/task/{pid}/children")
@@ -229,13 +242,13 @@ def report(results: dict, bare: dict, memory: dict, workers: int, threads: int) 
     print(f"\nbare forward, batch 1 ({results['intra_op_threads']} intra-op threads): "
           f"ONNX Runtime {bare['onnx']} ms, eager torch {bare['torch']} ms")
     print(f"gunicorn: {workers} worker(s) x {threads} threads, ONNX Runtime, micro-batching; plain: Flask threaded, torch")
-    print(f"{'server':9} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} {'p50/forward':>11}")
+    print(f"{'server':9} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} {'p50/forward':>11} {'CPU ms/req':>10}")
     for c in CONCURRENCIES:
         for name in ("gunicorn", "plain"):
             r = results[name][c]
             forward = bare["onnx"] if name == "gunicorn" else bare["torch"]
             print(f"{name:9} {c:>4} {r['rps']:>8.1f} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-                  f"{r['errors']:>6} {r['p50_ms'] / forward:>10.1f}x")
+                  f"{r['errors']:>6} {r['p50_ms'] / forward:>10.1f}x {r['cpu_ms_per_request']:>10.2f}")
     for c in CONCURRENCIES:
         print(f"concurrency {c}: gunicorn/plain requests/s = {results['gunicorn'][c]['rps'] / results['plain'][c]['rps']:.2f}x, "
               f"p50 {results['gunicorn'][c]['p50_ms']:.2f} vs {results['plain'][c]['p50_ms']:.2f} ms")
@@ -246,8 +259,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Benchmark gunicorn serving against the plain Flask app.")
     p.add_argument("--checkpoint", default=None, help="checkpoint (default: checkpoints/default.pt, else a random WRN-16-4)")
     p.add_argument("--seconds", type=float, default=10.0, help="load duration per point (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=1, help="gunicorn workers (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=8, help="request threads per worker (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="gunicorn workers (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="request threads per worker (default: %(default)s)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     return p
 
@@ -270,11 +283,17 @@ def main() -> None:
                 for name, (_, port) in servers.items():
                     run_load(port, body, ctype, c, 1.0)                      # warm-up
                 slices: dict[str, list[LoadResult]] = {name: [] for name in servers}
+                cpu = dict.fromkeys(servers, 0.0)
                 for _ in range(ROUNDS):   # alternate short slices so both servers meet the same background load
-                    for name, (_, port) in servers.items():
+                    for name, (proc, port) in servers.items():
+                        pids = [proc.pid, *child_pids(proc.pid)]
+                        before = cpu_seconds(pids)
                         slices[name].append(run_load(port, body, ctype, c, args.seconds / ROUNDS))
+                        cpu[name] += cpu_seconds(pids) - before
                 for name in servers:
-                    results[name][c] = merge(slices[name]).figures()
+                    merged = merge(slices[name])
+                    merged.cpu_ms_per_request = round(cpu[name] * 1000 / max(1, merged.requests), 2)
+                    results[name][c] = merged.figures()
                     print(f"{name:9} c={c:<3} {results[name][c]}", flush=True)
             master = servers["gunicorn"][0].pid
             memory = {f"gunicorn worker {pid}": round(rss_mb(pid), 1) for pid in child_pids(master)}

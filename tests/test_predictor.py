@@ -94,6 +94,14 @@ def test_batcher_groups_concurrent_requests_and_returns_each_its_row():
     assert sum(sizes) == 12 and max(sizes) <= 8 and len(sizes) < 12
 
 
+def test_a_lone_request_runs_in_its_own_thread():
+    threads = []
+    batcher = MicroBatcher(lambda x: threads.append(threading.current_thread()) or x[:, :1])
+    assert batcher.predict(np.ones((2,), np.float32)).tolist() == [1.0]
+    batcher.close()
+    assert threads == [threading.current_thread()]
+
+
 def test_batcher_hands_a_failure_to_the_caller_and_keeps_serving():
     calls = []
 
