@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gunicorn.app.base import BaseApplication
 
 from app.modelfile import DEFAULT_CHECKPOINT, check_loadable
 from model.inference import DEFAULT_BACKEND
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +66,7 @@ class GunicornServer(BaseApplication):
         for key, value in settings.items():
             self.cfg.set(key, value)
 
-    def load(self):
+    def load(self) -> "Flask":
         from app import create_app  # in the worker, after the fork
 
         return create_app(self._serve_cfg.app_config())
