@@ -39,7 +39,7 @@ def webp(size=(120, 90)) -> bytes:
 
 def png_16bit() -> bytes:
     a = (np.asarray(digit_picture().convert("L"), np.uint16) * 257)
-    return encode(Image.fromarray(a.astype(np.uint16), "I;16"), "PNG")
+    return encode(Image.fromarray(a.astype(np.uint16)), "PNG")   # mode I;16
 
 
 def palette_transparent_png() -> bytes:
