@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -94,8 +95,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: no such checkpoint file.")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises many types for truncated, foreign or pickled files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}).") from e
+    except pickle.UnpicklingError as e:  # a pickled object other than plain types and tensors
+        raise CheckpointError(f"{path}: not a checkpoint of this project (it holds pickled Python objects, "
+                              f"which are never loaded).") from e
+    except Exception as e:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(f"{path}: not a readable checkpoint file ({type(e).__name__}).") from e
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
         raise CheckpointError(f"{path}: not a checkpoint of this project (missing fields).")
     if ckpt["format_version"] > FORMAT_VERSION:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from model.checkpoint import CheckpointError, describe, load_network
-from model.inference import METADATA_KEY, SOURCE_KEY, onnx_path_for
+from model.inference import METADATA_KEY, SOURCE_KEY, SOURCE_SHA256_KEY, file_sha256, onnx_path_for
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,13 @@ def _export_graph(net: torch.nn.Module, size: list[int], path: Path) -> None:
     program.save(str(path), external_data=False)
 
 
-def _embed_metadata(path: Path, facts: dict, source: str) -> None:
+def _embed_metadata(path: Path, facts: dict, source: Path) -> None:
     """Add the checkpoint's public facts to the ONNX file's metadata_props."""
     import onnx  # only the exporter needs it
 
     model = onnx.load(str(path))
-    for key, value in ((METADATA_KEY, json.dumps(facts)), (SOURCE_KEY, source)):
+    props = ((METADATA_KEY, json.dumps(facts)), (SOURCE_KEY, source.name), (SOURCE_SHA256_KEY, file_sha256(source)))
+    for key, value in props:
         prop = model.metadata_props.add()
         prop.key, prop.value = key, value
     onnx.checker.check_model(model)
@@ -73,7 +74,7 @@ def export_onnx(ckpt_path: str | Path, onnx_path: str | Path | None = None) -> P
     with tempfile.TemporaryDirectory(dir=onnx_path.parent, prefix=".export-") as tmp:
         tmp_file = Path(tmp) / "model.onnx"
         _export_graph(net, facts["input_size"], tmp_file)
-        _embed_metadata(tmp_file, facts, ckpt_path.name)
+        _embed_metadata(tmp_file, facts, ckpt_path)
         extra = sorted(p.name for p in Path(tmp).iterdir() if p != tmp_file)
         if extra:
             raise RuntimeError(f"ONNX export wrote external data files {extra}; expected one self-contained file.")

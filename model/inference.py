@@ -12,6 +12,7 @@ as a serving worker would load it; it prints one line and exits 2 with the reaso
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ BACKENDS = ("onnx", "torch")
 DEFAULT_BACKEND = "onnx"
 METADATA_KEY = "checkpoint"       # ONNX metadata_props key: JSON of model.checkpoint.describe()
 SOURCE_KEY = "source_checkpoint"  # ONNX metadata_props key: file name of the source checkpoint
+SOURCE_SHA256_KEY = "source_sha256"  # ONNX metadata_props key: SHA-256 of the source checkpoint
 FIELDS_NEEDED = ("class_names", "input_size", "mean", "std")
 
 
@@ -63,11 +65,28 @@ def onnx_path_for(ckpt_path: str | Path) -> Path:
     return Path(ckpt_path).with_suffix(".onnx")
 
 
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def onnx_is_current(ckpt_path: str | Path) -> bool:
-    """True if the checkpoint's ONNX file exists and is not older than the checkpoint."""
+    """True if the checkpoint's ONNX file exists and was exported from this very checkpoint.
+
+    The exporter stores the checkpoint's SHA-256 in the ONNX metadata (``SOURCE_SHA256_KEY``); the
+    digest is looked for in the file's bytes, so neither onnx nor onnxruntime is imported here.
+    File times are not used: a git checkout writes both files in arbitrary order.
+    """
     ckpt_path, onnx_path = Path(ckpt_path), onnx_path_for(ckpt_path)
-    return onnx_path.is_file() and (not ckpt_path.exists()
-                                    or onnx_path.stat().st_mtime >= ckpt_path.stat().st_mtime)
+    if not onnx_path.is_file():
+        return False
+    if not ckpt_path.exists():
+        return True
+    return file_sha256(ckpt_path).encode() in onnx_path.read_bytes()
 
 
 class OnnxPredictor:

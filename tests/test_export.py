@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,17 @@ def test_command_line_reports_a_corrupt_checkpoint_in_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "bad.pt" in done.stderr
     assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_onnx_is_current_follows_the_checkpoint_content_not_file_times(tmp_path):
+    from conftest import write_tiny_checkpoint
+    from model.export import export_onnx
+    from model.inference import onnx_is_current
+
+    ckpt = Path(write_tiny_checkpoint(tmp_path / "m.pt", seed=1))
+    assert not onnx_is_current(ckpt)
+    onnx_file = export_onnx(ckpt)
+    os.utime(onnx_file, (0, 0))  # older than the checkpoint, as after a git checkout
+    assert onnx_is_current(ckpt)
+    write_tiny_checkpoint(ckpt, seed=2)  # new weights: the export is stale
+    assert not onnx_is_current(ckpt)
