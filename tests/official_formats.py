@@ -87,3 +87,15 @@ def write_npz(path: Path, n: int, seed: int = 0) -> Path:
     y = np.arange(n) % 10
     np.savez(path, x=class_images(y, 10, seed), y=y)
     return Path(path)
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    """``main.py argv`` in-process: (exit code, stdout, stderr)."""
+    from train import cli
+
+    try:
+        code = cli.main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err

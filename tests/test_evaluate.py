@@ -9,18 +9,10 @@ from conftest import write_tiny_checkpoint
 from model.checkpoint import load_checkpoint, load_network, save_checkpoint
 from model.preprocess import preprocess
 from official_formats import write_npz, write_svhn
-from train import cli
+from official_formats import run_cli
 from train.datasets import load_npz
 from train.evaluate import evaluate_checkpoint, format_report
 
-
-def run_cli(argv, capsys) -> tuple[int, str, str]:
-    try:
-        code = cli.main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def always_predicts(path, label: int) -> str:

@@ -37,15 +37,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """``main.py argv`` in-process: (exit code, stdout, stderr)."""
-    try:
-        code = cli.main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 def subprocess_env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
