@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from model.checkpoint import load_checkpoint
-from official_formats import CIFAR10_TEST_NAMES, write_cifar10, write_cifar100, write_svhn
+from official_formats import CIFAR10_TEST_NAMES, run_cli, write_cifar10, write_cifar100, write_svhn
 from train import cli, loop
 from train.config import TrainConfig
 from train.engine import EpochSampler
