@@ -3,9 +3,9 @@
 For each WRN, the project path is what ``main.py`` runs: ``train.engine.train_one_epoch`` with the
 runtime of ``setup_runtime`` and the network in ``Runtime.memory_format`` (bf16/fp16 autocast and
 channels_last on CUDA; fp32 channels_last on CPU, where there is no autocast). The baseline is a plain loop:
-the same network and SGD optimiser, contiguous memory, no autocast. Both see the same random
-batches, copied from host memory every step and synchronised every step (``loss.item()``, as the
-project loop does). Windows of the two paths alternate, so drift in a shared machine's load hits
+the same network and SGD optimiser, contiguous memory, no autocast, and ``loss.item()`` every
+step (the usual way to log the loss; the project loop keeps its running totals on the device
+instead). Both see the same random batches, copied from host memory every step. Windows of the two paths alternate, so drift in a shared machine's load hits
 both; each figure is the median over windows after one warm-up window.
 
 Run from the repository root: ``python bench/train_throughput.py [--archs 16-4 16-8] [--steps N]``.

@@ -21,6 +21,8 @@ from model.preprocess import preprocess
 
 log = logging.getLogger(__name__)
 
+PROGRESS_EVERY = 20  # steps between progress-bar refreshes (each one waits for the device)
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -174,7 +176,8 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
     ``on_batch(i)`` is called after each optimiser step (the loop uses it to track its position).
     """
     net.train()
-    totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
+    dtype = torch.float32 if rt.device.type == "mps" else torch.float64  # MPS has no float64
+    totals = torch.zeros(3, dtype=dtype, device=rt.device)  # loss sum, correct, count
     start = time.perf_counter()
     bar = tqdm(loader, desc=desc, unit="batch", disable=not rt.is_main, leave=False, dynamic_ncols=True)
     for i, (x, y) in enumerate(bar):
@@ -193,19 +196,24 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        # Accumulated on the device: reading a value back every step would stall the GPU queue.
         n = y.size(0)
-        totals += torch.tensor([loss.item() * n, (logits.argmax(1) == y).sum().item(), n], dtype=torch.float64)
+        totals += torch.stack([loss.detach().to(dtype) * n, (logits.argmax(1) == y).sum().to(dtype),
+                               totals.new_tensor(n)])
         if on_batch is not None:
             on_batch(i)
-        rate = totals[2].item() / (time.perf_counter() - start)
-        bar.set_postfix(loss=f"{totals[0].item() / totals[2].item():.3f}",
-                        acc=f"{totals[1].item() / totals[2].item():.3f}", img_s=f"{rate * rt.world_size:.0f}")
-    elapsed = time.perf_counter() - start
+        if i % PROGRESS_EVERY == 0 and not bar.disable:
+            loss_sum, correct, count = totals.tolist()
+            rate = count / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{correct / count:.3f}",
+                            img_s=f"{rate * rt.world_size:.0f}")
     if rt.distributed:
         dist.all_reduce(totals)
-    count = max(totals[2].item(), 1.0)
-    return {"train_loss": totals[0].item() / count, "train_accuracy": totals[1].item() / count,
-            "train_images": int(totals[2].item()), "images_per_s": totals[2].item() / max(elapsed, 1e-9)}
+    loss_sum, correct, count = totals.tolist()  # waits for the last step
+    elapsed = time.perf_counter() - start
+    count = max(count, 1.0)
+    return {"train_loss": loss_sum / count, "train_accuracy": correct / count,
+            "train_images": int(count), "images_per_s": count / max(elapsed, 1e-9)}
 
 
 @torch.inference_mode()
