@@ -240,12 +240,18 @@ register(DatasetSpec(
     _cifar_loader(tv.CIFAR100, "CIFAR-100", "https://www.cs.toronto.edu/~kriz/cifar.html"),
     aliases=("cifar100", "c100"), test_name="CIFAR-100 test split",
     describe=lambda r, n: f"CIFAR-100 train, {n:,} images"))
+def _describe_synth(req: DataRequest, n: int) -> str:
+    from train import synth
+    ablated = "".join(f", no {a}" for a in req.synth_ablate)
+    return (f"SynthDigits v{synth.GENERATOR_VERSION} (rendered street-style digits, seed {req.seed}{ablated}), "
+            f"{n:,} images")
+
+
 register(DatasetSpec(
     "SynthDigits", DIGITS, SVHN_MEAN, SVHN_STD,
     Recipe(epochs=30, lr=0.05, milestones=(15, 23), gamma=0.1, dropout=0.3, augment=False, depth=16, width=4),
     load_synth, aliases=("synth", "synthetic"), test_name="SynthDigits test split (rendered, disjoint from train)",
-    describe=lambda r, n: (f"SynthDigits (rendered street-style digits, seed {r.seed}"
-                           f"{''.join(f', no {a}' for a in r.synth_ablate)}), {n:,} images")))
+    describe=_describe_synth))
 
 
 def load_npz(path: str | Path) -> ArrayDataset:
