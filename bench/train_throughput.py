@@ -5,8 +5,9 @@ runtime of ``setup_runtime`` and the network in ``Runtime.memory_format`` (bf16/
 channels_last on CUDA; fp32 channels_last on CPU, where there is no autocast). The baseline is a plain loop:
 the same network and SGD optimiser, contiguous memory, no autocast, and ``loss.item()`` every
 step (the usual way to log the loss; the project loop keeps its running totals on the device
-instead). Both see the same random batches, copied from host memory every step. Windows of the two paths alternate, so drift in a shared machine's load hits
-both; each figure is the median over windows after one warm-up window.
+instead). Both see the same random batches, copied from host memory every step. Windows of the
+two paths alternate, so drift in a shared machine's load hits both; each figure is the median over
+windows after one warm-up window.
 
 Run from the repository root: ``python bench/train_throughput.py [--archs 16-4 16-8] [--steps N]``.
 """

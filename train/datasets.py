@@ -240,7 +240,10 @@ register(DatasetSpec(
     _cifar_loader(tv.CIFAR100, "CIFAR-100", "https://www.cs.toronto.edu/~kriz/cifar.html"),
     aliases=("cifar100", "c100"), test_name="CIFAR-100 test split",
     describe=lambda r, n: f"CIFAR-100 train, {n:,} images"))
+
+
 def _describe_synth(req: DataRequest, n: int) -> str:
+    """What a SynthDigits model trains on: generator version, seed, ablations, image count."""
     from train import synth
     ablated = "".join(f", no {a}" for a in req.synth_ablate)
     return (f"SynthDigits v{synth.GENERATOR_VERSION} (rendered street-style digits, seed {req.seed}{ablated}), "
