@@ -62,11 +62,12 @@ def make_optimizer(net: torch.nn.Module) -> torch.optim.Optimizer:
                            weight_decay=c.weight_decay)
 
 
-def make_batches(steps: int, batch_size: int, num_classes: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Random host-memory batches: (B, 3, 32, 32) images and (B,) labels."""
+def make_batches(steps: int, batch_size: int, num_classes: int, pin: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Random host-memory batches: (B, 3, 32, 32) images and (B,) labels, pinned as the loader pins them on CUDA."""
     g = torch.Generator().manual_seed(0)
-    return [(torch.randn(batch_size, 3, 32, 32, generator=g), torch.randint(num_classes, (batch_size,), generator=g))
-            for _ in range(steps)]
+    batches = [(torch.randn(batch_size, 3, 32, 32, generator=g), torch.randint(num_classes, (batch_size,), generator=g))
+               for _ in range(steps)]
+    return [(x.pin_memory(), y.pin_memory()) for x, y in batches] if pin else batches
 
 
 def synchronize(device: torch.device) -> None:
@@ -107,7 +108,7 @@ def bench_arch(arch: ArchConfig, rt: Runtime, batch_size: int, steps: int, windo
     plain_net = build_network(arch).to(rt.device)
     project_opt, plain_opt = make_optimizer(project_net), make_optimizer(plain_net)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
-    batches = make_batches(steps, batch_size, arch.num_classes)
+    batches = make_batches(steps, batch_size, arch.num_classes, pin=rt.device.type == "cuda")
     project, plain = [], []
     for window in range(windows + 1):  # window 0 warms up (kernels, allocator, cudnn.benchmark)
         p = time_project(project_net, project_opt, scaler, rt, batches)

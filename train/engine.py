@@ -177,7 +177,8 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
     """
     net.train()
     dtype = torch.float32 if rt.device.type == "mps" else torch.float64  # MPS has no float64
-    totals = torch.zeros(3, dtype=dtype, device=rt.device)  # loss sum, correct, count
+    sums = torch.zeros(2, dtype=dtype, device=rt.device)  # loss sum, correct
+    count = 0  # known on the host: copying it to the device every step would wait for the GPU
     start = time.perf_counter()
     bar = tqdm(loader, desc=desc, unit="batch", disable=not rt.is_main, leave=False, dynamic_ncols=True)
     for i, (x, y) in enumerate(bar):
@@ -198,15 +199,16 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
         scaler.update()
         # Accumulated on the device: reading a value back every step would stall the GPU queue.
         n = y.size(0)
-        totals += torch.stack([loss.detach().to(dtype) * n, (logits.argmax(1) == y).sum().to(dtype),
-                               totals.new_tensor(n)])
+        sums += torch.stack([loss.detach().to(dtype) * n, (logits.argmax(1) == y).sum().to(dtype)])
+        count += n
         if on_batch is not None:
             on_batch(i)
         if i % PROGRESS_EVERY == 0 and not bar.disable:
-            loss_sum, correct, count = totals.tolist()
+            loss_sum, correct = sums.tolist()
             rate = count / (time.perf_counter() - start)
             bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{correct / count:.3f}",
                             img_s=f"{rate * rt.world_size:.0f}")
+    totals = torch.cat([sums, sums.new_tensor([count])])
     if rt.distributed:
         dist.all_reduce(totals)
     loss_sum, correct, count = totals.tolist()  # waits for the last step
