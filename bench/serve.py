@@ -164,6 +164,22 @@ def child_pids(pid: int) -> list[int]:
     return [int(p) for p in children.read_text().split()] if children.exists() else []
 
 
+def wait_workers(proc: subprocess.Popen, count: int, timeout: float = READY_TIMEOUT_S) -> list[int]:
+    """The pids of gunicorn's workers once all ``count`` are running.
+
+    /healthz answers as soon as one worker is up; the others may still be forking or loading.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with status {proc.returncode}")
+        pids = child_pids(proc.pid)
+        if len(pids) == count:
+            return pids
+        time.sleep(0.1)
+    raise RuntimeError(f"server has {len(child_pids(proc.pid))} workers after {timeout} s, expected {count}")
+
+
 def free_port() -> int:
     import socket
 
@@ -234,6 +250,7 @@ def start_servers(ckpt: Path, workers: int, threads: int) -> dict[str, tuple[sub
                                          cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), port)
     for proc, port in servers.values():
         wait_ready(port, proc)
+    wait_workers(servers["gunicorn"][0], workers)
     return servers
 
 

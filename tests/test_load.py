@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import tests.app_images as pics
-from bench.serve import child_pids, free_port, multipart, rss_mb, run_load, wait_ready
+from bench.serve import child_pids, free_port, multipart, rss_mb, run_load, wait_ready, wait_workers
 
 REPO = Path(__file__).resolve().parent.parent
 WORKERS = 2
@@ -26,14 +26,21 @@ MAX_GROWTH_MB = 10.0
 
 
 @pytest.fixture(scope="module")
-def server(served_checkpoint):
+def server(served_checkpoint, tmp_path_factory):
+    """gunicorn with all its workers up: (process, port, worker pids, its log file)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "main-flask.py", "--checkpoint", served_checkpoint, "--port", str(port),
-                             "--workers", str(WORKERS), "--threads", "4"], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path_factory.mktemp("load") / "server.log"
+    with log.open("w") as log_file:
+        proc = subprocess.Popen([sys.executable, "main-flask.py", "--checkpoint", served_checkpoint, "--port", str(port),
+                                 "--workers", str(WORKERS), "--threads", "4"], cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=log_file)
     try:
-        wait_ready(port, proc)
-        yield proc, port
+        try:
+            wait_ready(port, proc)
+            workers = wait_workers(proc, WORKERS)
+        except RuntimeError as e:
+            pytest.fail(f"{e}; server log:\n{log.read_text()}")
+        yield proc, port, workers, log
     finally:
         proc.terminate()
         proc.wait(30)
@@ -55,9 +62,7 @@ def mixed_load(port: int, seconds: float) -> list:
 
 
 def test_gunicorn_serves_thousands_of_requests_without_errors_or_memory_growth(server):
-    proc, port = server
-    workers = child_pids(proc.pid)
-    assert len(workers) == WORKERS
+    proc, port, workers, log = server
     mixed_load(port, WARMUP_S)
     before = {pid: rss_mb(pid) for pid in workers}
     results = mixed_load(port, LOAD_S)
@@ -67,6 +72,8 @@ def test_gunicorn_serves_thousands_of_requests_without_errors_or_memory_growth(s
     print(f"\n{requests} requests in {LOAD_S} s, {errors} errors; worker RSS MB before {before}, after {after}")
     assert errors == 0
     assert requests >= MIN_REQUESTS
-    assert child_pids(proc.pid) == workers, "a worker died or was restarted"
+    text = log.read_text()
+    assert child_pids(proc.pid) == workers, f"a worker died or was restarted; server log:\n{text}"
+    assert text.count("Booting worker") == WORKERS, f"a worker was restarted; server log:\n{text}"
     for pid in workers:
         assert after[pid] - before[pid] < MAX_GROWTH_MB, f"worker {pid} grew from {before[pid]:.1f} to {after[pid]:.1f} MB"
