@@ -33,6 +33,7 @@ DEFAULT_CKPT = REPO / "checkpoints" / "default.pt"
 CONCURRENCIES = (1, 4, 16)
 BOUNDARY = "benchboundary7d1f"
 READY_TIMEOUT_S = 180
+POLL_S = 0.2                # between checks while a server starts
 ROUNDS = 5
 
 
@@ -123,21 +124,33 @@ def merge(parts: list[LoadResult]) -> LoadResult:
     return summarise(merged)
 
 
-def wait_ready(port: int, proc: subprocess.Popen, timeout: float = READY_TIMEOUT_S) -> None:
-    """Poll /healthz until it answers 200, or fail if the server exits or takes too long."""
+def poll_server(proc: subprocess.Popen, probe, timeout: float, waiting_for: str):
+    """Call ``probe()`` until it returns something truthy, and return that.
+
+    Raises:
+        RuntimeError: if the server exits, or after ``timeout`` seconds, saying what was awaited.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server on port {port} exited with status {proc.returncode}")
+            raise RuntimeError(f"server exited with status {proc.returncode} while waiting for {waiting_for}")
+        if result := probe():
+            return result
+        time.sleep(POLL_S)
+    raise RuntimeError(f"still waiting for {waiting_for} after {timeout} s")
+
+
+def wait_ready(port: int, proc: subprocess.Popen, timeout: float = READY_TIMEOUT_S) -> None:
+    """Poll /healthz until it answers 200, or fail if the server exits or takes too long."""
+    def healthy() -> bool:
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return
+            return conn.getresponse().status == 200
         except OSError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"server on port {port} not ready after {timeout} s")
+            return False
+
+    poll_server(proc, healthy, timeout, f"an answer from /healthz on port {port}")
 
 
 def rss_mb(pid: int) -> float:
@@ -169,15 +182,11 @@ def wait_workers(proc: subprocess.Popen, count: int, timeout: float = READY_TIME
 
     /healthz answers as soon as one worker is up; the others may still be forking or loading.
     """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with status {proc.returncode}")
+    def all_workers() -> list[int]:
         pids = child_pids(proc.pid)
-        if len(pids) == count:
-            return pids
-        time.sleep(0.1)
-    raise RuntimeError(f"server has {len(child_pids(proc.pid))} workers after {timeout} s, expected {count}")
+        return pids if len(pids) == count else []
+
+    return poll_server(proc, all_workers, timeout, f"{count} running workers")
 
 
 def free_port() -> int:
