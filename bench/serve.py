@@ -246,17 +246,23 @@ def sample_jpeg() -> bytes:
     return buffer.getvalue()
 
 
+def launch_gunicorn(ckpt: str | Path, workers: int, threads: int,
+                    stderr=subprocess.DEVNULL) -> tuple[subprocess.Popen, int]:
+    """Start ``main-flask.py`` (gunicorn) on a free port, without waiting for it: (process, port)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "main-flask.py", "--checkpoint", str(ckpt), "--port", str(port),
+                             "--workers", str(workers), "--threads", str(threads)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=stderr)
+    return proc, port
+
+
 def start_servers(ckpt: Path, workers: int, threads: int) -> dict[str, tuple[subprocess.Popen, int]]:
     """Start gunicorn (main-flask.py) and the plain app on free ports; wait until both answer."""
-    python = sys.executable
-    servers = {}
+    servers = {"gunicorn": launch_gunicorn(ckpt, workers, threads)}
     port = free_port()
-    servers["gunicorn"] = (subprocess.Popen([python, "main-flask.py", "--checkpoint", str(ckpt), "--port", str(port),
-                                             "--workers", str(workers), "--threads", str(threads)], cwd=REPO,
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), port)
-    port = free_port()
-    servers["plain"] = (subprocess.Popen([python, "bench/plain_app.py", "--checkpoint", str(ckpt), "--port", str(port)],
-                                         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), port)
+    servers["plain"] = (subprocess.Popen([sys.executable, "bench/plain_app.py", "--checkpoint", str(ckpt),
+                                          "--port", str(port)], cwd=REPO,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), port)
     for proc, port in servers.values():
         wait_ready(port, proc)
     wait_workers(servers["gunicorn"][0], workers)

@@ -6,18 +6,15 @@ exercised for leaks too.
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
 import tests.app_images as pics
-from bench.serve import child_pids, free_port, multipart, rss_mb, run_load, wait_ready, wait_workers
+from bench.serve import child_pids, launch_gunicorn, multipart, rss_mb, run_load, wait_ready, wait_workers
 
-REPO = Path(__file__).resolve().parent.parent
 WORKERS = 2
+THREADS = 4
 CLIENTS = 8
 WARMUP_S = 5
 LOAD_S = 25
@@ -28,12 +25,9 @@ MAX_GROWTH_MB = 10.0
 @pytest.fixture(scope="module")
 def server(served_checkpoint, tmp_path_factory):
     """gunicorn with all its workers up: (process, port, worker pids, its log file)."""
-    port = free_port()
     log = tmp_path_factory.mktemp("load") / "server.log"
     with log.open("w") as log_file:
-        proc = subprocess.Popen([sys.executable, "main-flask.py", "--checkpoint", served_checkpoint, "--port", str(port),
-                                 "--workers", str(WORKERS), "--threads", "4"], cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=log_file)
+        proc, port = launch_gunicorn(served_checkpoint, WORKERS, THREADS, stderr=log_file)
     try:
         try:
             wait_ready(port, proc)
