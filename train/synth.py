@@ -43,7 +43,7 @@ FONT_PACKAGES: tuple[str, ...] = (
 )
 DEFAULT_FONT_DIRS: tuple[str, ...] = ("/usr/share/fonts", "/usr/local/share/fonts")
 FONT_SUFFIXES: tuple[str, ...] = (".ttf", ".otf", ".ttc", ".pfb", ".t1")  # preference order
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 SPLIT_IDS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 DIGITS = "0123456789"
 TOFU_PROBE = chr(0x10FFFD)  # plane-16 private-use codepoint: no real face defines it
@@ -56,9 +56,10 @@ FONT_SIZES: tuple[int, ...] = (40, 52)  # px; hinting varies, the font cache sta
 BLUE_HUE, WARM_HUE = 0.6, 0.08  # HSV hues of enamel plates and of brass/brick/wood
 HUE_MIX = (0.4, 0.75)  # cumulative P(blue-ish hue), P(blue or warm); the rest is any hue
 FONT_CDF_MEMO_SIZE = 8  # font lists whose sampling weights are remembered
+STRETCH_LOG_MEAN = -0.3  # house-number faces are condensed: real SVHN digits are narrow
 NEIGHBOUR_COUNT_CDF = np.array([0.3, 0.8])  # neighbours per side: P(0)=0.3, P(1)=0.5, P(2)=0.2
-BLUR_RANGES = ((0.0, 0.6), (0.6, 1.3), (1.3, 2.2))  # Gaussian radius in output px: sharp, soft, blurred
-BLUR_CDF = np.array([0.5, 0.8])  # P(sharp)=0.5, P(soft)=0.3, P(blurred)=0.2
+BLUR_RANGES = ((0.3, 0.8), (0.8, 1.4), (1.4, 2.2))  # Gaussian radius in output px: sharp, soft, blurred
+BLUR_CDF = np.array([0.4, 0.8])  # P(sharp)=0.4, P(soft)=0.4, P(blurred)=0.2
 
 
 @dataclass(frozen=True)
@@ -273,7 +274,7 @@ def _random_colour(rng: np.random.Generator, value: float) -> tuple[float, float
 
     House-number plates are mostly grey, white, black, blue enamel, brass, brick or wood.
     """
-    saturation = float(rng.beta(1.0, 4.0))
+    saturation = float(rng.beta(1.0, 5.0))
     pick = rng.random()
     centre = BLUE_HUE if pick < HUE_MIX[0] else WARM_HUE if pick < HUE_MIX[1] else rng.random()
     hue = float(centre + rng.normal(0.0, 0.04)) % 1.0
@@ -283,7 +284,7 @@ def _random_colour(rng: np.random.Generator, value: float) -> tuple[float, float
 def _sample_colours(rng: np.random.Generator) -> tuple[tuple[float, float, float], ...]:
     """(fg, bg, wall) with a realistic, sometimes low, digit-to-plate contrast."""
     bg_value = float(rng.uniform(0.05, 0.98))
-    contrast = float(rng.uniform(0.1, 0.8))
+    contrast = float(rng.uniform(0.1, 0.65))
     darker = rng.random() < (0.85 if bg_value > 0.5 else 0.15)
     fg_value = bg_value - contrast if darker else bg_value + contrast
     if not 0.0 <= fg_value <= 1.0:
@@ -306,11 +307,11 @@ def _sample_geometry(rng: np.random.Generator) -> dict:
     italic = rng.random() < 0.15
     return dict(
         gap=float(rng.uniform(-0.04, 0.25) if rng.random() < 0.85 else rng.uniform(0.25, 0.6)),
-        height_frac=float(rng.uniform(0.6, 1.0)),  # SVHN boxes are squared on the digit's height
+        height_frac=float(rng.uniform(0.75, 1.0)),  # SVHN boxes are squared on the digit's height
         shift=(float(rng.normal(0, 0.02)), float(rng.normal(0, 0.03))),
         rotation=float(np.clip(rng.normal(0, 0.08), -0.3, 0.3)),
         shear=float(rng.uniform(-0.35, -0.12) if italic else rng.normal(0, 0.08)),
-        stretch=float(np.exp(np.clip(rng.normal(0, 0.15), -0.4, 0.4))),
+        stretch=float(np.exp(STRETCH_LOG_MEAN + np.clip(rng.normal(0, 0.15), -0.4, 0.4))),
         perspective=tuple(float(v) for v in rng.normal(0, 0.002, 2)),
     )
 
@@ -342,7 +343,7 @@ def _sample_degradation(rng: np.random.Generator, size: int) -> dict:
     return dict(
         blur=float(rng.uniform(*blur_range)),
         low_res=low_res,
-        noise=float(rng.uniform(0, 8)),
+        noise=float(rng.uniform(0, 5)),
         jpeg=int(rng.integers(20, 95)) if rng.random() < 0.5 else 0,
     )
 
