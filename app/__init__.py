@@ -44,8 +44,11 @@ def load_classifier(config: dict) -> Classifier:
     threads = config["INTRA_OP_THREADS"] or default_threads(int(config["WORKERS"]))
     predictor = load_predictor(config["CHECKPOINT"], config["BACKEND"], int(threads))
     height, width = (int(s) for s in predictor.info["input_size"])
-    predictor.predict(np.zeros((1, 3, height, width), np.float32))   # warm up: the first run allocates
-    batcher = MicroBatcher(predictor.predict, int(config["MAX_BATCH"]), float(config["MAX_WAIT_MS"]) / 1000)
+    max_batch = int(config["MAX_BATCH"])
+    # Warm up at the largest micro-batch: the runtime's memory arena grows to it now, so the first
+    # full batch is not slow and a worker's memory is at its plateau before the first request.
+    predictor.predict(np.zeros((max_batch, 3, height, width), np.float32))
+    batcher = MicroBatcher(predictor.predict, max_batch, float(config["MAX_WAIT_MS"]) / 1000)
     log.info("loaded %s with %s, %d intra-op threads", summary(predictor), config["BACKEND"], threads)
     return Classifier(predictor, batcher)
 
