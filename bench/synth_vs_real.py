@@ -35,9 +35,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def to_grey(x: np.ndarray) -> np.ndarray:
+    """float32 (N, H, W) mean of the RGB channels of uint8 (N, H, W, 3) crops."""
+    return x.astype(np.float32).mean(-1)
+
+
 def image_stats(x: np.ndarray) -> dict[str, np.ndarray]:
     """Per-image contrast, brightness, sharpness and saturation of uint8 (N, H, W, 3) crops."""
-    grey = x.astype(np.float32).mean(-1)
+    grey = to_grey(x)
     laplacian = (grey[:, 1:-1, :-2] + grey[:, 1:-1, 2:] + grey[:, :-2, 1:-1] + grey[:, 2:, 1:-1]
                  - 4 * grey[:, 1:-1, 1:-1])
     std = grey.std((1, 2))
@@ -51,8 +56,7 @@ def image_stats(x: np.ndarray) -> dict[str, np.ndarray]:
 
 def edge_profile(x: np.ndarray, axis: int) -> np.ndarray:
     """Mean edge strength along rows (axis 1) or columns (axis 2), scaled to a maximum of 1."""
-    grey = x.astype(np.float32).mean(-1)
-    profile = np.abs(np.diff(grey, axis=axis)).mean(3 - axis).mean(0)
+    profile = np.abs(np.diff(to_grey(x), axis=axis)).mean(3 - axis).mean(0)
     return profile / profile.max()
 
 

@@ -1,8 +1,8 @@
 """Load test: gunicorn (``main-flask.py``) on 127.0.0.1 under concurrent clients for a bounded time.
 
 Zero errors, and no growth in worker memory over thousands of requests: resident memory is read
-once it has settled under load (ONNX Runtime's arena grows until a worker has seen its largest
-micro-batch, and two workers get there at different times) and again at the end. Good pictures and refused ones are mixed, so error paths are
+once it has settled under load (a memory arena may still grow the first time a worker meets a
+larger batch) and again at the end. Good pictures and refused ones are mixed, so error paths are
 exercised for leaks too.
 """
 from __future__ import annotations
