@@ -127,3 +127,23 @@ def test_ablations_switch_parts_off_and_keep_the_rest_of_the_draw():
 def test_unknown_ablation_is_a_clear_error():
     with pytest.raises(ValueError, match="Invalid ablation"):
         synth.generate(2, 0, "train", ablate=frozenset({"everything"}))
+
+
+def test_clutter_is_drawn_in_its_colour_and_the_colour_ablation_removes_it(fonts):
+    """A red line across the top of a plain white crop: the top rows turn red, the digit stays."""
+    plain = synth.plain_style(fonts[0])
+    line = synth.replace(plain, clutter=((1.0, -0.2, 0.06, 1.2, 0.06, 3.0),), clutter_colour=(1.0, 0.0, 0.0))
+    before = synth.render_style(plain, 4, np.random.default_rng(0)).astype(int)
+    after = synth.render_style(line, 4, np.random.default_rng(0)).astype(int)
+    top = after[1:3]
+    assert (top[..., 0] > 240).all() and (top[..., 1:] < 80).all()  # 80% red over white
+    assert (before[1:3] > 240).all()
+    assert np.array_equal(before[12:], after[12:])  # the digit's rows are untouched
+    ablated = synth.ablate_style(line, frozenset({"colour"}), fonts)
+    assert np.array_equal(synth.render_style(ablated, 4, np.random.default_rng(0)), before)
+
+
+def test_sampled_styles_have_zero_to_three_clutter_items():
+    rng = np.random.default_rng(5)
+    counts = [len(synth._sample_effects(rng)["clutter"]) for _ in range(400)]
+    assert set(counts) == {0, 1, 2, 3}

@@ -241,6 +241,29 @@ def test_same_seed_gives_the_same_network(tmp_path):
     assert not torch.equal(other.net.conv1.weight, runs[0].net.conv1.weight)
 
 
+def test_init_starts_from_the_checkpoint_weights_and_names_it(svhn_run, tmp_path):
+    """--init: fine-tuning starts from the given weights, with a fresh optimiser, and says so."""
+    init = svhn_run / "run" / "best.pt"
+    cfg = _svhn_config(svhn_run / "data", epochs=1, dropout=0.1, val_size=12, init=str(init))
+    run = loop.Run(cfg, tmp_path / "fine")
+    source = load_checkpoint(init)
+    for k, v in source["state_dict"].items():
+        assert torch.equal(v, run.net.state_dict()[k]), k
+    assert not run.optimizer.state  # fresh momentum: fine-tuning, not resuming
+    assert run.dataset_description == "SVHN train, 48 images; then fine-tuned on SVHN train, 48 images"
+    scratch = loop.Run(_svhn_config(svhn_run / "data", epochs=1, dropout=0.1, val_size=12), tmp_path / "scratch")
+    assert not torch.equal(scratch.net.conv1.weight, run.net.conv1.weight)
+
+
+def test_init_with_another_architecture_is_refused(svhn_run, tmp_path, capsys):
+    code, _, err = run_cli(["-d", "svhn", "--data-dir", svhn_run / "data", "--out", tmp_path / "run",
+                            "--epochs", "1", "--val-size", "12", "--init", svhn_run / "run" / "best.pt",
+                            *TINY[:2], "--width", "2", *TINY[4:]], capsys)
+    assert code == 2
+    assert "--init" in err and "best.pt" in err and "WRN-10-2" in err and "--width" in err
+    assert not (tmp_path / "run").exists()
+
+
 class StderrReader:
     """Collect a subprocess's stderr in the background (tqdm writes '\\r' without newlines)."""
 

@@ -58,6 +58,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, metavar="PATH",
                    help="continue the run saved in PATH (its last.pt) with its stored settings; "
                         "--epochs may extend it")
+    p.add_argument("--init", default=None, metavar="CKPT",
+                   help="start from the weights of CKPT (same architecture) with a fresh optimiser and "
+                        "schedule: fine-tuning")
     p.add_argument("--eval-npz", default=None, metavar="NPZ",
                    help="labelled images (x uint8 NHWC, y) to report each epoch or evaluate on; never trained on")
     p.add_argument("--evaluate", default=None, metavar="CKPT", help="evaluate CKPT and exit")
@@ -83,6 +86,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     values["dataset"] = get_dataset(args.dataset).name
     values["eval_npz"] = args.eval_npz or ""
     values["out"] = args.out or ""
+    values["init"] = args.init or ""
     cfg = TrainConfig(**values)
     from train.loop import arch_config
     arch_config(cfg, 10)  # validate the architecture before any data is loaded

@@ -39,6 +39,7 @@ class TrainConfig:
     amp: bool = True
     compile: bool = False
     out: str = ""
+    init: str = ""  # checkpoint whose weights the run starts from (fine-tuning), "" for random
     eval_npz: str = ""  # extra data reported each epoch, never used for selection
 
     def __post_init__(self):

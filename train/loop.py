@@ -85,6 +85,8 @@ class Run:
         self.progress = Progress()
         if resume is not None:
             self._restore(resume)
+        elif cfg.init:
+            self._initialise(cfg.init)
         model: nn.Module = torch.compile(self.net) if cfg.compile else self.net
         if self.rt.distributed:
             model = DistributedDataParallel(model, device_ids=[self.rt.device.index] if self.rt.device.type == "cuda" else None)
@@ -115,6 +117,17 @@ class Run:
             npz = load_npz(cfg.eval_npz)
             self.eval_loaders["reported"] = (make_loader(Transformed(npz, eval_tf), 256, 0, rt),
                                              f"{Path(cfg.eval_npz).name} ({len(npz):,} images; reported only, never used for selection)")
+
+    def _initialise(self, path: str) -> None:
+        """Start from the weights of the checkpoint at ``path``; the data description names it."""
+        ckpt = load_checkpoint(path)
+        held = ArchConfig.from_dict(ckpt["arch"])
+        if held != self.arch:
+            raise ValueError(f"Invalid --init {path}: it holds a {held.name} (dropout {held.dropout}), this run "
+                             f"builds a {self.arch.name} (dropout {self.arch.dropout}); give the same --arch, "
+                             f"--depth, --width and --dropout.")
+        self.net.load_state_dict(ckpt["state_dict"])
+        self.dataset_description = f"{ckpt['dataset']}; then fine-tuned on {self.dataset_description}"
 
     def _restore(self, ckpt: dict) -> None:
         state = ckpt["training_state"]

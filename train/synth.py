@@ -2,7 +2,7 @@
 
 Follows the idea of Ganin & Lempitsky (2015): render a house number (the labelled digit plus
 same-font neighbours) in a random installed typeface, distort it (rotation, shear, stretch,
-perspective), colour it (plates, gradients, outlines, shadows, uneven light), crop a square around
+perspective), colour it (plates, gradients, outlines, shadows, clutter, uneven light), crop a square around
 the labelled digit at twice the output resolution and degrade it (blur, downsampling, noise, JPEG)
 so it looks like a real SVHN crop. Every sample is drawn from its own generator
 ``np.random.default_rng([seed, SPLIT_IDS[split], index])``, so datasets are reproducible whatever
@@ -43,7 +43,7 @@ FONT_PACKAGES: tuple[str, ...] = (
 )
 DEFAULT_FONT_DIRS: tuple[str, ...] = ("/usr/share/fonts", "/usr/local/share/fonts")
 FONT_SUFFIXES: tuple[str, ...] = (".ttf", ".otf", ".ttc", ".pfb", ".t1")  # preference order
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 SPLIT_IDS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 DIGITS = "0123456789"
 TOFU_PROBE = chr(0x10FFFD)  # plane-16 private-use codepoint: no real face defines it
@@ -60,6 +60,8 @@ STRETCH_LOG_MEAN = -0.3  # house-number faces are condensed: real SVHN digits ar
 NEIGHBOUR_COUNT_CDF = np.array([0.3, 0.8])  # neighbours per side: P(0)=0.3, P(1)=0.5, P(2)=0.2
 BLUR_RANGES = ((0.3, 0.8), (0.8, 1.4), (1.4, 2.2))  # Gaussian radius in output px: sharp, soft, blurred
 BLUR_CDF = np.array([0.4, 0.8])  # P(sharp)=0.4, P(soft)=0.4, P(blurred)=0.2
+CLUTTER_MAX = 3  # lines and rings over the plate (wires, edges, bolts, other signs): 0-3, uniform
+CLUTTER_OPACITY = 0.8
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,9 @@ class DigitStyle:
         plate_edge: (angle, distance as fraction of the crop side) of the plate border, or None.
         light: (gradient strength, gradient angle, blotch strength) of uneven lighting.
         grain: Standard deviation of the plate's texture grain (0-1 scale).
+        clutter: Lines and ellipse outlines over the plate, each (is_line, x0, y0, x1, y1, width):
+            corners as fractions of the crop side, width in px of a 32-px crop.
+        clutter_colour: RGB colour of the clutter.
         blur: Gaussian blur radius in output px.
         low_res: Side the crop is squeezed to before upscaling to the output, or 0.
         noise: Standard deviation of pixel noise (0-255 scale).
@@ -111,6 +116,8 @@ class DigitStyle:
     plate_edge: tuple[float, float] | None = None
     light: tuple[float, float, float] = (0.0, 0.0, 0.0)
     grain: float = 0.0
+    clutter: tuple[tuple[float, ...], ...] = ()
+    clutter_colour: tuple[float, float, float] = (0.0, 0.0, 0.0)
     blur: float = 0.0
     low_res: int = 0
     noise: float = 0.0
@@ -331,8 +338,11 @@ def _sample_effects(rng: np.random.Generator) -> dict:
         plate_edge = (angle, float(rng.uniform(0.3, 0.5)))
     light = (float(rng.uniform(0, 0.5)), float(rng.uniform(0, 2 * np.pi)),
              float(rng.uniform(0, 0.15)))
+    clutter = tuple((float(rng.random() < 0.5), *(float(v) for v in rng.uniform(-0.2, 1.2, 4)),
+                     float(rng.integers(1, 4))) for _ in range(rng.integers(0, CLUTTER_MAX + 1)))
     return dict(outline=outline, shadow=shadow, plate_edge=plate_edge, light=light,
-                grain=float(rng.uniform(0.0, 0.05)))
+                grain=float(rng.uniform(0.0, 0.05)), clutter=clutter,
+                clutter_colour=_random_colour(rng, float(rng.random())))
 
 
 def _sample_degradation(rng: np.random.Generator, size: int) -> dict:
@@ -418,7 +428,7 @@ def ablate_style(style: DigitStyle, ablate: frozenset[str], fonts: Sequence[Path
         changes.update(left=(), right=())
     if "colour" in ablate:
         changes.update(fg=(0.0, 0.0, 0.0), bg=(1.0, 1.0, 1.0), wall=(1.0, 1.0, 1.0), outline=None,
-                       shadow=None, plate_edge=None, light=(0.0, 0.0, 0.0), grain=0.0)
+                       shadow=None, plate_edge=None, light=(0.0, 0.0, 0.0), grain=0.0, clutter=())
     if "distortion" in ablate:
         changes.update(rotation=0.0, shear=0.0, stretch=1.0, perspective=(0.0, 0.0))
     if "degradation" in ablate:
@@ -522,8 +532,23 @@ def _shifted(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
     return out
 
 
+def _clutter_mask(clutter: tuple[tuple[float, ...], ...], side_px: int) -> np.ndarray:
+    """Coverage (float32 0-1, side_px square) of the clutter's lines and ellipse outlines."""
+    layer = Image.new("L", (side_px, side_px), 0)
+    draw = ImageDraw.Draw(layer)
+    for is_line, x0, y0, x1, y1, width in clutter:
+        box = [v * side_px for v in (x0, y0, x1, y1)]
+        px = max(1, round(width * side_px / 32))
+        if is_line:
+            draw.line(box, fill=255, width=px)
+        else:
+            draw.ellipse((min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3])),
+                         outline=255, width=px)
+    return np.asarray(layer, np.float32)[..., None] * np.float32(CLUTTER_OPACITY / 255)
+
+
 def _background(style: DigitStyle, rng: np.random.Generator, side_px: int) -> np.ndarray:
-    """Plate colour with an optional plate border showing the wall behind it."""
+    """Plate colour with an optional plate border showing the wall behind it, grain and clutter."""
     img = np.empty((side_px, side_px, 3), np.float32)
     img[:] = style.bg
     if style.plate_edge is not None:
@@ -534,6 +559,9 @@ def _background(style: DigitStyle, rng: np.random.Generator, side_px: int) -> np
         img = img * (1 - wall) + np.asarray(style.wall, np.float32) * wall
     if style.grain > 0:
         img = img + rng.standard_normal((side_px, side_px, 1), dtype=np.float32) * style.grain
+    if style.clutter:
+        cover = _clutter_mask(style.clutter, side_px)
+        img = img * (1 - cover) + np.asarray(style.clutter_colour, np.float32) * cover
     return img
 
 
