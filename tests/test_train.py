@@ -255,6 +255,16 @@ def test_init_starts_from_the_checkpoint_weights_and_names_it(svhn_run, tmp_path
     assert not torch.equal(scratch.net.conv1.weight, run.net.conv1.weight)
 
 
+def test_resumed_fine_tuning_still_names_its_start(svhn_run, tmp_path, capsys):
+    init = svhn_run / "run" / "best.pt"
+    loop.fit(_svhn_config(svhn_run / "data", epochs=1, dropout=0.1, val_size=12, init=str(init)), tmp_path / "fine")
+    code, _, err = run_cli(["--resume", tmp_path / "fine" / "last.pt", "--epochs", "2", "--workers", "0"], capsys)
+    assert code == 0, err
+    for name in ("last.pt", "best.pt"):
+        assert load_checkpoint(tmp_path / "fine" / name)["dataset"] == \
+            "SVHN train, 48 images; then fine-tuned on SVHN train, 48 images", name
+
+
 def test_init_with_another_architecture_is_refused(svhn_run, tmp_path, capsys):
     code, _, err = run_cli(["-d", "svhn", "--data-dir", svhn_run / "data", "--out", tmp_path / "run",
                             "--epochs", "1", "--val-size", "12", "--init", svhn_run / "run" / "best.pt",

@@ -136,6 +136,7 @@ class Run:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.progress = Progress(ckpt["epoch"], state["batches_done"], state["best_accuracy"], ckpt["metrics"])
+        self.dataset_description = ckpt["dataset"]  # names the --init start of a fine-tuning run too
         self.rng_state = state["rng"]
 
     def checkpoint(self, with_state: bool) -> dict:
