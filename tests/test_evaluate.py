@@ -100,3 +100,20 @@ def test_evaluate_missing_file_exits_2_naming_it(tmp_path, capsys, what):
     npz = tmp_path / "absent.npz" if what == "npz" else write_npz(tmp_path / "d.npz", 10)
     code, _, err = run_cli(["--evaluate", ckpt, "--eval-npz", npz], capsys)
     assert code == 2 and f"absent.{'npz' if what == 'npz' else 'pt'}" in err and "Traceback" not in err
+
+
+def test_synthdigits_evaluation_renders_only_the_test_split(tmp_path, monkeypatch):
+    """A model trained on 1M rendered images is evaluated without rendering its training set again."""
+    from train import synth
+    from train.evaluate import evaluation_data
+    made = []
+
+    def fake_render(root, n, seed, split, workers, ablate=()):
+        made.append((split, n, seed))
+        return np.zeros((4, 32, 32, 3), np.uint8), np.arange(4)
+
+    monkeypatch.setattr(synth, "load_or_generate", fake_render)
+    ckpt = {"train_config": {"dataset": "SynthDigits", "synth_size": 1_000_000, "seed": 2}}
+    data, description = evaluation_data(ckpt, None, None, str(tmp_path))
+    assert made == [("test", 10_000, 2)]
+    assert len(data) == 4 and description.startswith("SynthDigits test split")

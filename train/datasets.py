@@ -71,6 +71,8 @@ class DatasetSpec:
         recipe: training defaults.
         load: ``load(request) -> (train, test)``, datasets yielding (PIL RGB image, int label).
         describe: ``describe(request, n_train) -> str``, a sentence saying what the model trains on.
+        load_test: ``load_test(request) -> test``, for data sets whose training split is costly to
+            make (SynthDigits renders it): evaluation then makes only the test split.
     """
 
     name: str
@@ -83,6 +85,7 @@ class DatasetSpec:
     input_size: tuple[int, int] = (32, 32)
     test_name: str = "test split"
     describe: Callable[[DataRequest, int], str] = field(default=lambda r, n: "")
+    load_test: Callable[[DataRequest], Dataset] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -212,12 +215,16 @@ def _cifar_loader(cls: type, name: str, url: str) -> Callable[[DataRequest], tup
     return load
 
 
+def load_synth_test(req: DataRequest) -> Dataset:
+    from train import synth
+    n_test = max(1000, min(10_000, req.synth_size // 5))
+    return ArrayDataset(*synth.load_or_generate(req.root, n_test, req.seed, "test", req.workers, req.synth_ablate))
+
+
 def load_synth(req: DataRequest) -> tuple[Dataset, Dataset]:
     from train import synth
     x, y = synth.load_or_generate(req.root, req.synth_size, req.seed, "train", req.workers, req.synth_ablate)
-    n_test = max(1000, min(10_000, req.synth_size // 5))
-    xt, yt = synth.load_or_generate(req.root, n_test, req.seed, "test", req.workers, req.synth_ablate)
-    return ArrayDataset(x, y), ArrayDataset(xt, yt)
+    return ArrayDataset(x, y), load_synth_test(req)
 
 
 SVHN_RECIPE = Recipe(epochs=160, lr=0.01, milestones=(80, 120), gamma=0.1, dropout=0.4, augment=False,
@@ -254,7 +261,7 @@ register(DatasetSpec(
     "SynthDigits", DIGITS, SVHN_MEAN, SVHN_STD,
     Recipe(epochs=30, lr=0.05, milestones=(15, 23), gamma=0.1, dropout=0.3, augment=False, depth=16, width=4),
     load_synth, aliases=("synth", "synthetic"), test_name="SynthDigits test split (rendered, disjoint from train)",
-    describe=_describe_synth))
+    describe=_describe_synth, load_test=load_synth_test))
 
 
 def load_npz(path: str | Path) -> ArrayDataset:
