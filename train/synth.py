@@ -4,9 +4,9 @@ Follows the idea of Ganin & Lempitsky (2015): render a house number (the labelle
 same-font neighbours) in a random installed typeface, distort it (rotation, shear, stretch,
 perspective), colour it (plates, gradients, outlines, shadows, clutter, uneven light), crop a
 square around the labelled digit at twice the output resolution and degrade it (blur,
-downsampling, noise, JPEG) so it looks like a real SVHN crop. Every sample is drawn from its own generator
-``np.random.default_rng([seed, SPLIT_IDS[split], index])``, so datasets are reproducible whatever
-the number of worker processes, and the splits never share a sample.
+downsampling, noise, JPEG) so it looks like a real SVHN crop. Every sample is drawn from its own
+generator ``np.random.default_rng([seed, SPLIT_IDS[split], index])``, so datasets are reproducible
+whatever the number of worker processes, and the splits never share a sample.
 """
 
 from __future__ import annotations
