@@ -228,6 +228,7 @@ def test_resume_equals_uninterrupted_training(tmp_path, monkeypatch, capsys):
     rows = [[{k: v for k, v in r.items() if k not in drop} for r in read_metrics(tmp_path / d)]
             for d in ("straight", "resumed")]
     assert rows[0] == rows[1] and len(rows[0]) == 2
+    assert [r["lr"] for r in rows[0]] == pytest.approx([0.05, 0.025])  # the rate each epoch trained at
 
 
 def test_same_seed_gives_the_same_network(tmp_path):

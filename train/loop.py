@@ -168,11 +168,12 @@ class Run:
             self.progress.batches_done = done_before + i + 1
 
         self.seed_epoch(epoch)
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch trains at; the scheduler steps after it
         stats = train_one_epoch(self.model, self.train_loader, self.optimizer, self.scaler, self.rt,
                                 self.cfg.mixup, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", on_batch=on_batch)
         self.scheduler.step()
         self.progress.epoch, self.progress.batches_done = epoch + 1, 0
-        row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], **stats}
+        row = {"epoch": epoch + 1, "lr": lr, **stats}
         for name, (loader, _) in self.eval_loaders.items():
             row[f"{name}_accuracy"], row[f"{name}_loss"] = evaluate(self.model, loader, len(self.class_names), self.rt)
         return row
