@@ -20,6 +20,8 @@ from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
 from torchvision import datasets as tv
 
+from train import synth
+
 log = logging.getLogger(__name__)
 
 SVHN_MEAN, SVHN_STD = (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)
@@ -70,9 +72,9 @@ class DatasetSpec:
         mean, std: per-channel normalisation of [0, 1] pixels.
         recipe: training defaults.
         load: ``load(request) -> (train, test)``, datasets yielding (PIL RGB image, int label).
+        load_test: ``load_test(request) -> test``, the test split alone: evaluation reads (or, for
+            SynthDigits, renders) nothing else, and needs only the test files.
         describe: ``describe(request, n_train) -> str``, a sentence saying what the model trains on.
-        load_test: ``load_test(request) -> test``, for data sets whose training split is costly to
-            make (SynthDigits renders it): evaluation then makes only the test split.
     """
 
     name: str
@@ -81,11 +83,11 @@ class DatasetSpec:
     std: tuple[float, float, float]
     recipe: Recipe
     load: Callable[[DataRequest], tuple[Dataset, Dataset]]
+    load_test: Callable[[DataRequest], Dataset]
     aliases: tuple[str, ...] = ()
     input_size: tuple[int, int] = (32, 32)
     test_name: str = "test split"
     describe: Callable[[DataRequest, int], str] = field(default=lambda r, n: "")
-    load_test: Callable[[DataRequest], Dataset] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -167,62 +169,68 @@ class _SVHN(tv.SVHN):
 SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
 
 
-def load_svhn(req: DataRequest) -> tuple[Dataset, Dataset]:
+def _svhn_splits(req: DataRequest, splits: list[str]) -> list[ArrayDataset]:
+    """Read SVHN splits from root/svhn, downloading the missing files first."""
     folder = req.root / "svhn"
-    splits = ["train", "test"] + (["extra"] if req.extra else [])
     files = [f"{s}_32x32.mat" for s in splits]
     for split, f in zip(splits, files):
         _ensure((folder / f).is_file(), lambda: tv.SVHN(str(folder), split=split, download=True),
                 "SVHN", folder, files, SVHN_URL)
-    parts = [_SVHN(str(folder), split=s) for s in splits if s != "test"]
-    to_arrays = [ArrayDataset(p.data.transpose(0, 2, 3, 1), p.labels) for p in parts]  # CHW -> HWC
-    test = _SVHN(str(folder), split="test")
-    train = ConcatDataset(to_arrays) if len(to_arrays) > 1 else to_arrays[0]
-    return _with_synthetic(train, req), ArrayDataset(test.data.transpose(0, 2, 3, 1), test.labels)
+    parts = [_SVHN(str(folder), split=s) for s in splits]
+    return [ArrayDataset(p.data.transpose(0, 2, 3, 1), p.labels) for p in parts]  # CHW -> HWC
+
+
+def load_svhn(req: DataRequest) -> tuple[Dataset, Dataset]:
+    *train_parts, test = _svhn_splits(req, ["train", *(["extra"] if req.extra else []), "test"])
+    train = ConcatDataset(train_parts) if len(train_parts) > 1 else train_parts[0]
+    return _with_synthetic(train, req), test
+
+
+def load_svhn_test(req: DataRequest) -> Dataset:
+    return _svhn_splits(req, ["test"])[0]
 
 
 def _with_synthetic(train: Dataset, req: DataRequest) -> Dataset:
     """Add ``mix_synthetic`` x len(train) SynthDigits images to a real training set."""
     if req.mix_synthetic <= 0:
         return train
-    from train import synth
     n = int(round(req.mix_synthetic * len(train)))
     x, y = synth.load_or_generate(req.root, n, req.seed, "train", req.workers)
     return ConcatDataset([train, ArrayDataset(x, y)])
 
 
-def _cifar_loader(cls: type, name: str, url: str) -> Callable[[DataRequest], tuple[Dataset, Dataset]]:
+def _cifar_loaders(cls: type, name: str, url: str) -> tuple[Callable[[DataRequest], tuple[Dataset, Dataset]],
+                                                             Callable[[DataRequest], Dataset]]:
+    """``(load, load_test)`` for torchvision's CIFAR class ``cls``."""
     class Trusting(cls):
         """torchvision's CIFAR reading files already in place (checksums were checked on download)."""
 
         def _check_integrity(self) -> bool:
             return all(os.path.isfile(os.path.join(self.root, self.base_folder, f))
-                       for f, _ in self.train_list + self.test_list)
+                       for f, _ in (self.train_list if self.train else self.test_list))
 
         def _load_meta(self) -> None:
             import pickle
             with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
                 self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
 
-    def load(req: DataRequest) -> tuple[Dataset, Dataset]:
+    def split(req: DataRequest, train: bool) -> ArrayDataset:
         folder = req.root / cls.base_folder
-        files = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+        files = [f for f, _ in (cls.train_list if train else cls.test_list)] + [cls.meta["filename"]]
         _ensure(all((folder / f).is_file() for f in files),
                 lambda: cls(str(req.root), train=True, download=True), name, folder, [cls.filename], url)
-        train, test = Trusting(str(req.root), train=True), Trusting(str(req.root), train=False)
-        return (ArrayDataset(train.data, train.targets, train.classes),
-                ArrayDataset(test.data, test.targets, test.classes))
-    return load
+        part = Trusting(str(req.root), train=train)
+        return ArrayDataset(part.data, part.targets, part.classes)
+
+    return (lambda req: (split(req, train=True), split(req, train=False))), (lambda req: split(req, train=False))
 
 
 def load_synth_test(req: DataRequest) -> Dataset:
-    from train import synth
     n_test = max(1000, min(10_000, req.synth_size // 5))
     return ArrayDataset(*synth.load_or_generate(req.root, n_test, req.seed, "test", req.workers, req.synth_ablate))
 
 
 def load_synth(req: DataRequest) -> tuple[Dataset, Dataset]:
-    from train import synth
     x, y = synth.load_or_generate(req.root, req.synth_size, req.seed, "train", req.workers, req.synth_ablate)
     return ArrayDataset(x, y), load_synth_test(req)
 
@@ -233,25 +241,24 @@ CIFAR_RECIPE = Recipe(epochs=200, lr=0.1, milestones=(60, 120, 160), gamma=0.2, 
                       depth=28, width=10)
 
 register(DatasetSpec(
-    "SVHN", DIGITS, SVHN_MEAN, SVHN_STD, SVHN_RECIPE, load_svhn, test_name="SVHN test split",
+    "SVHN", DIGITS, SVHN_MEAN, SVHN_STD, SVHN_RECIPE, load_svhn, load_svhn_test, test_name="SVHN test split",
     describe=lambda r, n: (f"SVHN train{' + extra' if r.extra else ''}"
                            f"{f' + {r.mix_synthetic:g}x SynthDigits' if r.mix_synthetic else ''}, {n:,} images")))
 register(DatasetSpec(
     "CIFAR-10", ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
     CIFAR10_MEAN, CIFAR10_STD, CIFAR_RECIPE,
-    _cifar_loader(tv.CIFAR10, "CIFAR-10", "https://www.cs.toronto.edu/~kriz/cifar.html"),
+    *_cifar_loaders(tv.CIFAR10, "CIFAR-10", "https://www.cs.toronto.edu/~kriz/cifar.html"),
     aliases=("cifar10", "c10"), test_name="CIFAR-10 test split",
     describe=lambda r, n: f"CIFAR-10 train, {n:,} images"))
 register(DatasetSpec(
     "CIFAR-100", tuple(f"class{i}" for i in range(100)), CIFAR100_MEAN, CIFAR100_STD, CIFAR_RECIPE,
-    _cifar_loader(tv.CIFAR100, "CIFAR-100", "https://www.cs.toronto.edu/~kriz/cifar.html"),
+    *_cifar_loaders(tv.CIFAR100, "CIFAR-100", "https://www.cs.toronto.edu/~kriz/cifar.html"),
     aliases=("cifar100", "c100"), test_name="CIFAR-100 test split",
     describe=lambda r, n: f"CIFAR-100 train, {n:,} images"))
 
 
 def _describe_synth(req: DataRequest, n: int) -> str:
     """What a SynthDigits model trains on: generator version, seed, ablations, image count."""
-    from train import synth
     ablated = "".join(f", no {a}" for a in req.synth_ablate)
     return (f"SynthDigits v{synth.GENERATOR_VERSION} (rendered street-style digits, seed {req.seed}{ablated}), "
             f"{n:,} images")
@@ -260,8 +267,9 @@ def _describe_synth(req: DataRequest, n: int) -> str:
 register(DatasetSpec(
     "SynthDigits", DIGITS, SVHN_MEAN, SVHN_STD,
     Recipe(epochs=30, lr=0.05, milestones=(15, 23), gamma=0.1, dropout=0.3, augment=False, depth=16, width=4),
-    load_synth, aliases=("synth", "synthetic"), test_name="SynthDigits test split (rendered, disjoint from train)",
-    describe=_describe_synth, load_test=load_synth_test))
+    load_synth, load_synth_test, aliases=("synth", "synthetic"),
+    test_name=f"SynthDigits v{synth.GENERATOR_VERSION} test split (rendered, disjoint from train)",
+    describe=_describe_synth))
 
 
 def load_npz(path: str | Path) -> ArrayDataset:

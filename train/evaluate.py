@@ -20,7 +20,7 @@ def evaluation_data(ckpt: dict, dataset: str | None, npz: str | None, data_dir: 
     spec = get_dataset(dataset or ckpt.get("train_config", {}).get("dataset", "SVHN"))
     cfg = ckpt.get("train_config", {})
     req = DataRequest(Path(data_dir), synth_size=cfg.get("synth_size", 100_000), seed=cfg.get("seed", 0))
-    test = spec.load_test(req) if spec.load_test else spec.load(req)[1]
+    test = spec.load_test(req)
     return test, f"{spec.test_name} ({len(test):,} images)"
 
 
