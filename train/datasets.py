@@ -222,7 +222,13 @@ def _cifar_loaders(cls: type, name: str, url: str) -> tuple[Callable[[DataReques
         part = Trusting(str(req.root), train=train)
         return ArrayDataset(part.data, part.targets, part.classes)
 
-    return (lambda req: (split(req, train=True), split(req, train=False))), (lambda req: split(req, train=False))
+    def load_test(req: DataRequest) -> Dataset:
+        return split(req, train=False)
+
+    def load(req: DataRequest) -> tuple[Dataset, Dataset]:
+        return split(req, train=True), load_test(req)
+
+    return load, load_test
 
 
 def load_synth_test(req: DataRequest) -> Dataset:
