@@ -547,6 +547,11 @@ def _clutter_mask(clutter: tuple[tuple[float, ...], ...], side_px: int) -> np.nd
     return np.asarray(layer, np.float32)[..., None] * np.float32(CLUTTER_OPACITY / 255)
 
 
+def _paint(img: np.ndarray, colour: Sequence[float], cover: np.ndarray) -> np.ndarray:
+    """``colour`` laid over ``img`` (H, W, 3) where ``cover`` (H, W, 1), 0-1, says how much."""
+    return img + (np.asarray(colour, np.float32) - img) * cover
+
+
 def _background(style: DigitStyle, rng: np.random.Generator, side_px: int) -> np.ndarray:
     """Plate colour with an optional plate border showing the wall behind it, grain and clutter."""
     img = np.empty((side_px, side_px, 3), np.float32)
@@ -556,12 +561,11 @@ def _background(style: DigitStyle, rng: np.random.Generator, side_px: int) -> np
         xx, yy = _grid(side_px)
         signed = (xx * np.cos(angle) + yy * np.sin(angle) - distance) * side_px
         wall = np.clip(signed, 0.0, 1.0)[..., None]
-        img = img * (1 - wall) + np.asarray(style.wall, np.float32) * wall
+        img = _paint(img, style.wall, wall)
     if style.grain > 0:
         img = img + rng.standard_normal((side_px, side_px, 1), dtype=np.float32) * style.grain
     if style.clutter:
-        cover = _clutter_mask(style.clutter, side_px)
-        img = img * (1 - cover) + np.asarray(style.clutter_colour, np.float32) * cover
+        img = _paint(img, style.clutter_colour, _clutter_mask(style.clutter, side_px))
     return img
 
 
@@ -589,8 +593,8 @@ def _compose(style: DigitStyle, label: int, rng: np.random.Generator, side_px: i
             lit = _shifted(fill, -dx, -dy)[..., None] * abs(alpha)
             img = img + (1 - img) * lit * 0.7
     if outline is not None:
-        img = img + (np.asarray(style.outline[1], np.float32) - img) * outline[..., None]
-    img = img + (np.asarray(style.fg, np.float32) - img) * fill[..., None]
+        img = _paint(img, style.outline[1], outline[..., None])
+    img = _paint(img, style.fg, fill[..., None])
     return img * _lighting(style, rng, side_px)
 
 
