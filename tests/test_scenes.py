@@ -1,0 +1,62 @@
+"""train.scenes: rendered photos whose digit boxes are where the digits are."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.localiser import INPUT_SIZE
+from train import scenes
+from train.synth import find_fonts
+
+
+@pytest.fixture(scope="module")
+def fonts():
+    return tuple(find_fonts())
+
+
+def test_scenes_are_deterministic_and_splits_differ():
+    a = scenes.generate_scenes(6, seed=0, split="val")
+    b = scenes.generate_scenes(6, seed=0, split="val")
+    c = scenes.generate_scenes(6, seed=0, split="test")
+    assert a["x"].shape == (6, INPUT_SIZE, INPUT_SIZE, 3) and a["x"].dtype == np.uint8
+    np.testing.assert_array_equal(a["x"], b["x"])
+    np.testing.assert_array_equal(a["boxes"], b["boxes"])
+    assert not np.array_equal(a["x"], c["x"])
+    assert a["boxes_index"].shape == (len(a["boxes"]),) and a["boxes"].shape[1] == 4
+
+
+def test_every_kind_is_rendered_and_boxes_lie_in_the_frame(fonts):
+    counts = {"with digits": 0, "without": 0}
+    for i in range(40):
+        scene = scenes.render_scene(np.random.default_rng([1, 10, i]), fonts, size=160)
+        h, w = scene.image.shape[:2]
+        assert max(h, w) == 160
+        counts["with digits" if len(scene.boxes) else "without"] += 1
+        for x0, y0, x1, y1 in scene.boxes:
+            assert 0 <= x0 < x1 <= w + 1e-3 and 0 <= y0 < y1 <= h + 1e-3
+            assert min(x1 - x0, y1 - y0) >= scenes.MIN_SIDE_PX
+    assert counts["with digits"] > 20 and counts["without"] >= 2
+
+
+def test_digit_boxes_hold_the_ink(fonts):
+    """A black digit on a white plate, no degradation: its box holds most of the dark pixels."""
+    from dataclasses import replace
+
+    from train.synth import plain_style, render_style
+
+    style = replace(plain_style(fonts[0]), height_frac=0.5, left=(1,), right=(2,), gap=0.3)
+    image = render_style(style, 7, np.random.default_rng(0), 96)
+    boxes = scenes._digit_boxes(style, 7, 96)
+    assert len(boxes) == 3
+    ink = image.min(axis=-1) < 128
+    inside = np.zeros_like(ink)
+    for x0, y0, x1, y1 in boxes:
+        inside[max(0, int(y0) - 1):int(np.ceil(y1)) + 1, max(0, int(x0) - 1):int(np.ceil(x1)) + 1] = True
+    assert ink.sum() > 50 and (ink & inside).sum() / ink.sum() > 0.97
+    target = boxes[1]   # the labelled digit is centred and half the crop high
+    assert abs((target[1] + target[3]) / 2 - 48) < 3 and abs((target[3] - target[1]) - 48) < 3
+
+
+def test_unknown_split_is_refused():
+    with pytest.raises(ValueError, match="Invalid split"):
+        scenes.generate_scenes(1, seed=0, split="nope")
