@@ -1,0 +1,273 @@
+"""Train the digit localiser (LocNet, ``model.locnet``) on rendered scenes (``train.scenes``).
+
+    python -m train.localise [--scenes 30000] [--epochs 8] [--out checkpoints/localiser-run]
+    python -m train.localise --resume checkpoints/localiser-run/last.pt
+
+Targets follow CenterNet: a Gaussian peak at each digit's centre on the stride-4 grid (penalty-
+reduced focal loss), and at the centre cell the offset within the cell and the log width and
+height (L1). Cells inside "ignore" boxes (digits cut by the frame) carry no negative loss. Scenes
+are rendered once and cached under ``--data-dir``. ``last.pt`` (with the optimiser) is written
+every epoch, ``best.pt`` (weights and metadata) whenever the validation box accuracy improves;
+both atomically, so Ctrl-C never leaves a broken file. bf16 autocast is used where the CPU has it.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from model.localiser import (HEAT, INPUT_SIZE, LOG_H, LOG_W, MEAN, OFFSET_X, OFFSET_Y, OUTPUTS, STD, STRIDE,
+                             Detection, Letterbox, decode, main_detection, normalize_input)
+from model.networks import ArchConfig, build_network
+from train.scenes import generate_scenes
+
+log = logging.getLogger(__name__)
+
+FOCAL_ALPHA, FOCAL_BETA = 2.0, 4.0     # CenterNet's focal-loss exponents
+SIZE_WEIGHT = 1.0                      # L1 weight of the log sizes and offsets against the heat loss
+IOU_GOOD = 0.5
+
+
+@dataclass(frozen=True)
+class LocaliserConfig:
+    """A localiser training run (built once from the command line)."""
+
+    scenes: int = 30_000
+    val_scenes: int = 1_000
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    depth: int = 1
+    width: int = 24
+    seed: int = 0
+    workers: int = 2
+    data_dir: str = "./data"
+    out: str = "checkpoints/localiser-run"
+    amp: bool = True
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_scenes(cfg: LocaliserConfig, split: str, n: int) -> dict[str, np.ndarray]:
+    """Rendered, letterboxed scenes of a split, cached as an .npz under ``data_dir``."""
+    path = Path(cfg.data_dir) / "scenes" / f"{split}-{n}-seed{cfg.seed}-{INPUT_SIZE}.npz"
+    if path.is_file():
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    log.info("rendering %d %s scenes with %d workers", n, split, cfg.workers)
+    data = generate_scenes(n, cfg.seed, split, INPUT_SIZE, cfg.workers)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **data)
+    tmp.replace(path)
+    return data
+
+
+def boxes_of(data: dict[str, np.ndarray], key: str) -> list[np.ndarray]:
+    """Per scene, its boxes under ``key`` ("boxes" or "ignore")."""
+    split = np.searchsorted(data[key + "_index"], np.arange(1, len(data["x"])))
+    return np.split(data[key], split)
+
+
+def targets(boxes: list[np.ndarray], ignore: list[np.ndarray], grid: int) -> dict[str, np.ndarray]:
+    """CenterNet targets of a batch: heat (B, g, g), weight of negatives (B, g, g), and at each
+    centre cell its index, offset (2) and log size (2)."""
+    b = len(boxes)
+    heat = np.zeros((b, grid, grid), np.float32)
+    neg_weight = np.ones((b, grid, grid), np.float32)
+    centres = (np.arange(grid, dtype=np.float32) + 0.5)
+    cells, regress = [], []
+    for i, (scene, cut) in enumerate(zip(boxes, ignore)):
+        for x0, y0, x1, y1 in cut / STRIDE:
+            neg_weight[i, max(0, int(y0)):int(np.ceil(y1)), max(0, int(x0)):int(np.ceil(x1))] = 0.0
+        for x0, y0, x1, y1 in scene / STRIDE:
+            cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, 0.25), max(y1 - y0, 0.25)
+            gx = np.exp(-((centres - cx) ** 2) / (2 * max(0.5, w / 6) ** 2))
+            gy = np.exp(-((centres - cy) ** 2) / (2 * max(0.5, h / 6) ** 2))
+            heat[i] = np.maximum(heat[i], gy[:, None] * gx[None, :])
+            col, row = min(int(cx), grid - 1), min(int(cy), grid - 1)
+            heat[i, row, col] = 1.0
+            neg_weight[i, row, col] = 1.0
+            cells.append((i, row, col))
+            regress.append((cx - col - 0.5, cy - row - 0.5, np.log(w), np.log(h)))
+    neg_weight = np.maximum(neg_weight, (heat > 0.1).astype(np.float32))
+    return {"heat": heat, "neg_weight": neg_weight, "cells": np.asarray(cells, np.int64).reshape(-1, 3),
+            "regress": np.asarray(regress, np.float32).reshape(-1, 4)}
+
+
+def localiser_loss(out: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Penalty-reduced focal loss on the heat map plus L1 on offsets and log sizes at centres."""
+    p = torch.sigmoid(out[:, HEAT].float()).clamp(1e-4, 1 - 1e-4)          # (B, g, g)
+    pos = (t["heat"] == 1.0).float()
+    pos_loss = -torch.log(p) * (1 - p) ** FOCAL_ALPHA * pos
+    neg_loss = -torch.log(1 - p) * p ** FOCAL_ALPHA * (1 - t["heat"]) ** FOCAL_BETA * (1 - pos) * t["neg_weight"]
+    n_pos = pos.sum().clamp(min=1.0)
+    loss = (pos_loss.sum() + neg_loss.sum()) / n_pos
+    if len(t["cells"]):
+        i, r, c = t["cells"].unbind(1)
+        pred = out[i, :, r, c][:, [OFFSET_X, OFFSET_Y, LOG_W, LOG_H]].float()   # (N, 4)
+        loss = loss + SIZE_WEIGHT * torch.nn.functional.l1_loss(pred, t["regress"], reduction="sum") / n_pos
+    return loss
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boxes (left, top, right, bottom)."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(w, 0) * max(h, 0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+@torch.inference_mode()
+def evaluate(net: torch.nn.Module, data: dict[str, np.ndarray], threshold: float, batch_size: int = 128) -> dict:
+    """Main-digit box accuracy (IoU >= 0.5 with the true main digit) on scenes with digits, and the
+    fraction of digit-free scenes where something was found, at ``threshold``."""
+    net.eval()
+    boxes = boxes_of(data, "boxes")
+    frame = Letterbox(1.0, 0, 0)
+    hits, with_digits, false_alarms, empty = 0, 0, 0, 0
+    for start in range(0, len(data["x"]), batch_size):
+        maps = net(torch.from_numpy(normalize_input(data["x"][start:start + batch_size]))).float().numpy()
+        for j, m in enumerate(maps):
+            truth = boxes[start + j]
+            found = main_detection(decode(m, frame, (INPUT_SIZE, INPUT_SIZE), threshold), (INPUT_SIZE, INPUT_SIZE))
+            if len(truth) == 0:
+                empty += 1
+                false_alarms += found is not None
+                continue
+            with_digits += 1
+            main = main_detection([Detection(tuple(map(float, b)), 1.0) for b in truth], (INPUT_SIZE, INPUT_SIZE))
+            hits += found is not None and iou(np.array(found.box), np.array(main.box)) >= IOU_GOOD
+    return {"box_iou50": hits / max(with_digits, 1), "false_alarm": false_alarms / max(empty, 1),
+            "scenes_with_digits": with_digits, "empty_scenes": empty}
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train_one_epoch(net, optimizer, scheduler, data, boxes, ignore, cfg: LocaliserConfig, epoch: int) -> float:
+    net.train()
+    rng = np.random.default_rng([cfg.seed, epoch])
+    order = rng.permutation(len(data["x"]))
+    grid = INPUT_SIZE // STRIDE
+    total, steps = 0.0, 0
+    bar = tqdm(range(0, len(order) - cfg.batch_size + 1, cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+               unit="batch", dynamic_ncols=True)
+    for start in bar:
+        idx = order[start:start + cfg.batch_size]
+        x = torch.from_numpy(normalize_input(data["x"][idx]))
+        t = {k: torch.from_numpy(v) for k, v in targets([boxes[i] for i in idx], [ignore[i] for i in idx], grid).items()}
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
+            out = net(x)
+        loss = localiser_loss(out, t)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total, steps = total + loss.item(), steps + 1
+        if steps % 20 == 0:
+            bar.set_postfix(loss=f"{total / steps:.3f}")
+    return total / max(steps, 1)
+
+
+def _checkpoint(net, cfg: LocaliserConfig, epoch: int, metrics: dict, state: dict | None = None) -> dict:
+    arch = ArchConfig(arch="locnet", depth=cfg.depth, width=cfg.width, num_classes=len(OUTPUTS))
+    dataset = (f"Scenes v1 (train/scenes.py): {cfg.scenes:,} rendered photos of house numbers, walls and letters "
+               f"(seed {cfg.seed}), boxes of every digit")
+    return make_checkpoint(arch, net.state_dict(), dataset=dataset, class_names=list(OUTPUTS),
+                           input_size=(INPUT_SIZE, INPUT_SIZE), mean=MEAN, std=STD, metrics=metrics,
+                           train_config=asdict(cfg), epoch=epoch, training_state=state)
+
+
+def train(cfg: LocaliserConfig, resume: str | None = None) -> Path:
+    """Run (or resume) a localiser training; returns the path of ``best.pt``."""
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    net = build_network(ArchConfig(arch="locnet", depth=cfg.depth, width=cfg.width, num_classes=len(OUTPUTS)))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    train_data = load_scenes(cfg, "train", cfg.scenes)
+    val_data = load_scenes(cfg, "val", cfg.val_scenes)
+    steps_per_epoch = len(train_data["x"]) // cfg.batch_size
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
+                                                    pct_start=0.15)
+    start_epoch, best = 0, -1.0
+    if resume:
+        ckpt = load_checkpoint(resume)
+        net.load_state_dict(ckpt["state_dict"])
+        state = ckpt["training_state"]
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best = int(ckpt["epoch"]), float(state["best"])
+    boxes, ignore = boxes_of(train_data, "boxes"), boxes_of(train_data, "ignore")
+    for epoch in range(start_epoch, cfg.epochs):
+        began = time.perf_counter()
+        loss = train_one_epoch(net, optimizer, scheduler, train_data, boxes, ignore, cfg, epoch)
+        scores = evaluate(net, val_data, threshold=0.3)
+        log.info("epoch %d: loss %.4f, val main-box IoU>=0.5 %.4f, false alarms on empty scenes %.4f, %.0f s",
+                 epoch + 1, loss, scores["box_iou50"], scores["false_alarm"], time.perf_counter() - began)
+        data_note = f"{cfg.val_scenes:,} rendered validation scenes (seed {cfg.seed}, disjoint from train)"
+        metrics = {"val_box_iou50": {"value": scores["box_iou50"], "data": data_note},
+                   "val_false_alarm": {"value": scores["false_alarm"], "data": data_note + ", digit-free ones"}}
+        if scores["box_iou50"] > best:
+            best = scores["box_iou50"]
+            save_checkpoint(_checkpoint(net, cfg, epoch + 1, metrics), out / "best.pt")
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best}
+        save_checkpoint(_checkpoint(net, cfg, epoch + 1, metrics, state), out / "last.pt")
+    return out / "best.pt"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train the digit localiser on rendered scenes.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    defaults = LocaliserConfig()
+    p.add_argument("--scenes", type=int, default=defaults.scenes, help="training scenes to render")
+    p.add_argument("--val-scenes", type=int, default=defaults.val_scenes, help="validation scenes")
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--lr", type=float, default=defaults.lr, help="peak AdamW learning rate (one-cycle)")
+    p.add_argument("--width", type=int, default=defaults.width, help="channels of LocNet's first stage")
+    p.add_argument("--depth", type=int, default=defaults.depth, help="extra blocks per stage (1 or 2)")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--workers", type=int, default=defaults.workers, help="processes rendering scenes")
+    p.add_argument("--data-dir", default=defaults.data_dir, help="where rendered scenes are cached")
+    p.add_argument("--out", default=defaults.out, help="run folder (last.pt, best.pt)")
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="fp32 instead of bf16 autocast")
+    p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue the run saved in LAST_PT")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    resume = args.resume
+    values = {k: v for k, v in vars(args).items() if k != "resume"}
+    if resume:
+        stored = load_checkpoint(resume)["train_config"]
+        values = {**stored, "epochs": max(args.epochs, stored["epochs"])}
+    cfg = LocaliserConfig(**values)
+    try:
+        best = train(cfg, resume)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: python -m train.localise --resume {Path(cfg.out) / 'last.pt'}",
+              file=sys.stderr)
+        return 130
+    print(best)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
