@@ -62,15 +62,21 @@ class MicroBatcher:
 
     def predict(self, x: np.ndarray, timeout: float = RESULT_TIMEOUT_S) -> np.ndarray:
         """The probabilities of one input (C, H, W): directly when idle, else through the queue."""
+        return self.predict_many(x[None], timeout)[0]
+
+    def predict_many(self, xs: np.ndarray, timeout: float = RESULT_TIMEOUT_S) -> np.ndarray:
+        """The probabilities (V, classes) of several inputs (V, C, H, W), such as the views of one
+        picture: one forward of all of them when idle, else each queued beside other requests'."""
         if self._queue.empty() and not self._closed.is_set() and self._forward_lock.acquire(blocking=False):
             try:
-                probs = self._predict(x[None])[0]       # (classes,)
+                probs = self._predict(xs)               # (V, classes)
                 self.batches += 1
-                self.items += 1
+                self.items += len(xs)
             finally:
                 self._forward_lock.release()
             return probs
-        return self.submit(x).result(timeout)
+        futures = [self.submit(x) for x in xs]
+        return np.stack([f.result(timeout) for f in futures])
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the thread after the current batch; waiting requests get ``BatcherClosed``."""

@@ -123,9 +123,12 @@ class OnnxPredictor:
         self.name = meta.get(SOURCE_KEY, path.with_suffix(".pt").name)
         self._input = self._session.get_inputs()[0].name
 
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """The graph's raw output (logits, or a localiser's maps) for float32 (B, 3, H, W)."""
+        return self._session.run(None, {self._input: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        logits = self._session.run(None, {self._input: np.ascontiguousarray(batch, dtype=np.float32)})[0]
-        return softmax(logits)
+        return softmax(self.forward(batch))
 
 
 class TorchPredictor:
@@ -150,10 +153,13 @@ class TorchPredictor:
         self.info = describe(ckpt)
         self.name = Path(ckpt_path).name
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """The network's raw output (logits, or a localiser's maps) for float32 (B, 3, H, W)."""
         with self._torch.inference_mode():
-            logits = self._net(self._torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
-        return softmax(logits.numpy())
+            return self._net(self._torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).float().numpy()
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return softmax(self.forward(batch))
 
 
 def load_predictor(ckpt_path: str | Path, backend: str = DEFAULT_BACKEND, threads: int = 1) -> Predictor:
@@ -168,6 +174,24 @@ def load_predictor(ckpt_path: str | Path, backend: str = DEFAULT_BACKEND, thread
     if backend == "torch":
         return TorchPredictor(ckpt_path, threads)
     return OnnxPredictor(onnx_path_for(ckpt_path), threads)
+
+
+def load_reader(ckpt_path: str | Path, localiser_path: str | Path | None, backend: str = DEFAULT_BACKEND,
+                threads: int = 1):
+    """The reading pipeline (``model.reading.Reader``) of a classifier and, if given, a localiser.
+
+    Raises:
+        ModelLoadError: naming the file, if either cannot be loaded.
+    """
+    from model.reading import Reader
+
+    classifier = load_predictor(ckpt_path, backend, threads)
+    locate, size = None, None
+    if localiser_path is not None:
+        localiser = load_predictor(localiser_path, backend, threads)
+        locate, size = localiser.forward, int(localiser.info["input_size"][0])
+    info = classifier.info
+    return Reader(classifier.predict, locate, info["input_size"], info["mean"], info["std"], locator_size=size)
 
 
 def summary(predictor: Predictor) -> dict[str, Any]:

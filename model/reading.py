@@ -1,0 +1,247 @@
+"""Reading the digit in a photo as people take it: find it, frame it like SVHN, read several views.
+
+The one path from a decoded picture to an answer, for the API, the page, ``--evaluate``-style
+benches and the command line (``python -m model.reading PHOTO|FOLDER ... [--json]``):
+
+1. **Find** (``Reader.read`` without a box): the localiser (``model.localiser``, a small network
+   trained on rendered scenes) proposes a box for every digit it sees; the one a person most
+   likely meant is the largest and most central (``main_detection``); the others are counted.
+   When it finds none, the answer is "no digit here" (``digit`` None, with a ``reason``).
+2. **Frame**: SVHN's crops widen a digit's box to a square around it, keeping its neighbours at
+   the sides; ``frame_views`` cuts that square (``FRAME_SCALE`` x the box's longer side) from the
+   picture, continuing the picture's edge where the square runs past it, plus the ``VIEWS``: small
+   zooms and shifts of the same square.
+3. **Read**: all views go through the classifier in one batch and their probabilities are
+   averaged. A box the person drew (``box=``) replaces step 1 and is framed the same way.
+
+No torch here: the two networks are callables (ONNX Runtime in serving, see ``model.inference``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from model.localiser import Detection, decode, letterbox, main_detection, normalize_input
+from model.preprocess import fit_to_input, normalize, to_rgb
+
+FIND_THRESHOLD = 0.3     # lowest localiser score that counts as a digit (see bench/photo_suite.py)
+FRAME_SCALE = 1.0        # square side / the box's longer side (SVHN: the box widened to a square)
+OTHER_MAX_IOU = 0.3      # detections overlapping the main one more than this are the same digit
+# (zoom, shift x, shift y) of each view: zoom scales the square, shifts are fractions of its side.
+VIEWS: tuple[tuple[float, float, float], ...] = ((1.0, 0.0, 0.0), (1.15, 0.0, 0.0), (0.9, 0.0, 0.0),
+                                                 (1.0, -0.06, 0.0), (1.0, 0.06, 0.0))
+NO_DIGIT = "No digit was found in the picture. Try a closer photo, or drag a box around the digit."
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the pipeline made of one picture.
+
+    Attributes:
+        digit: the digit read, or None when no digit was found.
+        confidence: its averaged probability (0 when no digit).
+        probabilities: (classes,) averaged over the views (all zero when no digit).
+        box: (left, top, right, bottom) of the digit in picture pixels, or None.
+        others: other digits seen besides the one read.
+        reason: why ``digit`` is None, else None.
+        seen: the first view, as the network saw it (input size), or a reduced picture if none.
+        source: "localiser", "user" (a box the person gave) or "picture" (no localiser).
+        views: number of views read.
+    """
+
+    digit: int | None
+    confidence: float
+    probabilities: np.ndarray
+    box: tuple[int, int, int, int] | None
+    others: int
+    reason: str | None
+    seen: Image.Image
+    source: str
+    views: int
+
+
+def square_around(box: Box, zoom: float = 1.0, shift: tuple[float, float] = (0.0, 0.0)) -> Box:
+    """The SVHN square around ``box``: side FRAME_SCALE x zoom x its longer side, centred, shifted."""
+    x0, y0, x1, y1 = box
+    side = FRAME_SCALE * zoom * max(x1 - x0, y1 - y0)
+    cx, cy = (x0 + x1) / 2 + shift[0] * side, (y0 + y1) / 2 + shift[1] * side
+    return cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2
+
+
+def cut(picture: np.ndarray, box: Box) -> np.ndarray:
+    """The pixels of ``box`` from (H, W, 3) ``picture``; where the box runs past the picture, the
+    picture's edge pixels continue (SVHN's squares run past the photo too, over more of the wall)."""
+    h, w = picture.shape[:2]
+    x0, y0 = int(np.floor(box[0])), int(np.floor(box[1]))
+    x1, y1 = max(x0 + 1, int(np.ceil(box[2]))), max(y0 + 1, int(np.ceil(box[3])))
+    sx0, sy0 = min(max(x0, 0), w - 1), min(max(y0, 0), h - 1)
+    sx1, sy1 = max(min(x1, w), sx0 + 1), max(min(y1, h), sy0 + 1)
+    pad = ((max(0, sy0 - y0), max(0, y1 - sy1)), (max(0, sx0 - x0), max(0, x1 - sx1)), (0, 0))
+    return np.pad(picture[sy0:sy1, sx0:sx1], pad, mode="edge")
+
+
+def frame_views(picture: Image.Image, box: Box, size: Sequence[int],
+                views: Sequence[tuple[float, float, float]] = VIEWS) -> list[Image.Image]:
+    """Each view of ``box`` as the network's input: the SVHN square, zoomed and shifted, resized."""
+    pixels = np.asarray(to_rgb(picture))
+    out = []
+    for zoom, dx, dy in views:
+        square = Image.fromarray(cut(pixels, square_around(box, zoom, (dx, dy))))
+        out.append(fit_to_input(square, size, "squash"))   # already square: squash only resizes
+    return out
+
+
+def _int_box(box: Box, size: Sequence[int]) -> tuple[int, int, int, int]:
+    w, h = size
+    x0, y0, x1, y1 = box
+    return (int(np.clip(np.floor(x0), 0, w)), int(np.clip(np.floor(y0), 0, h)),
+            int(np.clip(np.ceil(x1), 0, w)), int(np.clip(np.ceil(y1), 0, h)))
+
+
+def _iou(a: Box, b: Box) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(w, 0.0) * max(h, 0.0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class Reader:
+    """The reading pipeline around two networks.
+
+    Args:
+        classify: float32 (V, 3, H, W) preprocessed views -> probabilities (V, classes).
+        locate: float32 (1, 3, S, S) letterboxed picture -> localiser maps (1, 5, S/4, S/4), or
+            None to read the whole picture's centred square (the behaviour before the localiser).
+        input_size, mean, std: the classifier's, from its checkpoint.
+        views: the views read for each box (``VIEWS``).
+        threshold: lowest localiser score that counts as a digit.
+    """
+
+    def __init__(self, classify: Callable[[np.ndarray], np.ndarray], locate: Callable[[np.ndarray], np.ndarray] | None,
+                 input_size: Sequence[int], mean: Sequence[float], std: Sequence[float],
+                 views: Sequence[tuple[float, float, float]] = VIEWS, threshold: float = FIND_THRESHOLD,
+                 locator_size: int | None = None):
+        self.classify, self.locate = classify, locate
+        self.input_size, self.mean, self.std = [int(s) for s in input_size], mean, std
+        self.views, self.threshold = tuple(views), threshold
+        self.locator_size = locator_size
+
+    def detect(self, picture: Image.Image) -> list[Detection]:
+        """Every digit the localiser sees with at least ``threshold``, best first."""
+        kwargs = {} if self.locator_size is None else {"size": self.locator_size}
+        letterboxed, frame = letterbox(picture, **kwargs)
+        maps = self.locate(normalize_input(letterboxed[None]))[0]
+        return decode(maps, frame, picture.size, self.threshold)
+
+    def read(self, picture: Image.Image, box: Box | None = None) -> Reading:
+        """Read one upright RGB picture, at ``box`` (picture pixels) if the person gave one."""
+        picture = to_rgb(picture)
+        others, source = 0, "user"
+        if box is None and self.locate is None:
+            side = min(picture.size)
+            w, h = picture.size
+            box, source = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2), "picture"
+        elif box is None:
+            found = self.detect(picture)
+            main = main_detection(found, picture.size)
+            if main is None:
+                seen = fit_to_input(picture, self.input_size, "crop")
+                return Reading(None, 0.0, np.zeros(0, np.float32), None, 0, NO_DIGIT, seen, "localiser", 0)
+            others = sum(1 for d in found if d is not main and _iou(d.box, main.box) <= OTHER_MAX_IOU)
+            box, source = main.box, "localiser"
+        views = frame_views(picture, box, self.input_size, self.views)
+        batch = np.stack([normalize(v, self.mean, self.std) for v in views])        # (V, 3, H, W)
+        probs = np.asarray(self.classify(batch), np.float64).mean(axis=0)
+        probs = probs / probs.sum()
+        digit = int(probs.argmax())
+        return Reading(digit, float(probs[digit]), probs, _int_box(box, picture.size), others, None, views[0],
+                       source, len(views))
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+
+def picture_files(paths: Sequence[str]) -> list[Path]:
+    """The picture files named, and those inside named folders (sorted), in order."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.iterdir() if f.suffix.lower() in PICTURE_SUFFIXES and f.is_file())
+        else:
+            out.append(p)
+    return out
+
+
+def reading_json(path: Path, r: Reading, size: Sequence[int]) -> dict:
+    return {"file": str(path), "digit": r.digit, "confidence": round(r.confidence, 4), "box": r.box,
+            "image_size": list(size), "others": r.others, "reason": r.reason}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    from model.inference import BACKENDS, DEFAULT_BACKEND
+
+    p = argparse.ArgumentParser(description="Read the digit in photos with the serving pipeline (no server).")
+    p.add_argument("paths", nargs="+", help="picture files (JPEG, PNG, WebP) or folders of them")
+    p.add_argument("--checkpoint", default="checkpoints/default.pt", help="classifier (default: %(default)s)")
+    p.add_argument("--localiser", default="checkpoints/localiser.pt", help="localiser (default: %(default)s)")
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS, help="default: %(default)s")
+    p.add_argument("--box", default=None, metavar="L,T,R,B", help="read this box instead of finding the digit")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from model.inference import ModelLoadError, load_reader
+
+    args = get_args_parser().parse_args(argv)
+    box = None
+    if args.box:
+        try:
+            box = tuple(float(v) for v in args.box.split(","))
+            assert len(box) == 4 and box[2] > box[0] and box[3] > box[1]
+        except (ValueError, AssertionError):
+            print(f"error: --box {args.box!r}: give left,top,right,bottom in pixels, right > left, bottom > top.",
+                  file=sys.stderr)
+            return 2
+    try:
+        reader = load_reader(args.checkpoint, args.localiser, args.backend)
+    except ModelLoadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    status = 0
+    for path in picture_files(args.paths):
+        try:
+            with Image.open(path) as image:
+                from PIL import ImageOps
+
+                picture = to_rgb(ImageOps.exif_transpose(image))
+        except (OSError, ValueError) as e:
+            print(f"{path}: error: not a readable picture ({type(e).__name__})", file=sys.stderr)
+            status = 1
+            continue
+        r = reader.read(picture, box)
+        if args.json:
+            print(json.dumps(reading_json(path, r, picture.size)))
+        elif r.digit is None:
+            print(f"{path}: no digit ({r.reason})")
+        else:
+            extra = f", {r.others} other digit{'s' * (r.others != 1)} seen" if r.others else ""
+            print(f"{path}: {r.digit} (confidence {r.confidence:.2f}, box {','.join(map(str, r.box))}{extra})")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""model.reading: framing, views, the main digit, "no digit", the person's box, and the command line."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model import reading
+from model.localiser import HEAT, INPUT_SIZE, LOG_H, LOG_W, OUTPUTS, STRIDE
+from model.reading import NO_DIGIT, VIEWS, Reader, cut, frame_views, square_around
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_LOCALISER = REPO / "checkpoints" / "localiser.pt"
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def test_cut_continues_the_edges_past_the_picture():
+    picture = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    inside = cut(picture, (1, 1, 3, 3))
+    np.testing.assert_array_equal(inside, picture[1:3, 1:3])
+    wide = cut(picture, (-2, 0, 7, 4))
+    assert wide.shape == (4, 9, 3)
+    np.testing.assert_array_equal(wide[:, 0], picture[:, 0])      # left edge repeated
+    np.testing.assert_array_equal(wide[:, -1], picture[:, -1])    # right edge repeated
+    np.testing.assert_array_equal(wide[:, 2:7], picture)
+
+
+def test_square_around_is_the_svhn_square():
+    assert square_around((10, 0, 30, 60)) == (-10, 0, 50, 60)     # tall box: side = its height
+    x0, y0, x1, y1 = square_around((10, 0, 30, 60), zoom=1.5, shift=(0.1, 0))
+    assert x1 - x0 == pytest.approx(90) and (x0 + x1) / 2 == pytest.approx(20 + 9)
+
+
+def test_each_view_is_an_input_sized_picture():
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 160, 3), dtype=np.uint8))
+    views = frame_views(picture, (60, 20, 90, 80), (32, 32))
+    assert len(views) == len(VIEWS) and all(v.size == (32, 32) and v.mode == "RGB" for v in views)
+    assert len({v.tobytes() for v in views}) == len(VIEWS), "zooms and shifts must differ"
+
+
+class Recorder:
+    """A fake classifier: records its batches, answers digit 3 for every view."""
+
+    def __init__(self):
+        self.batches = []
+
+    def __call__(self, batch):
+        self.batches.append(batch)
+        probs = np.full((len(batch), 10), 0.02, np.float32)
+        probs[:, 3] = 0.82
+        return probs
+
+
+def _locate_peaks(*peaks):
+    """A fake localiser whose maps hold a digit centre at each (row, col, width, height) in cells."""
+    def locate(batch):
+        assert batch.shape == (1, 3, INPUT_SIZE, INPUT_SIZE)
+        grid = INPUT_SIZE // STRIDE
+        maps = np.zeros((1, len(OUTPUTS), grid, grid), np.float32)
+        maps[0, HEAT] = -9
+        for row, col, w, h in peaks:
+            maps[0, HEAT, row, col] = 6
+            maps[0, LOG_W, row, col], maps[0, LOG_H, row, col] = np.log(w), np.log(h)
+        return maps
+    return locate
+
+
+def _picture(w=256, h=256):
+    return Image.new("RGB", (w, h), (200, 200, 190))
+
+
+def test_the_localisers_box_is_framed_and_every_view_read_in_one_batch():
+    classify = Recorder()
+    reader = Reader(classify, _locate_peaks((16, 16, 4, 8)), (32, 32), MEAN, STD)
+    r = reader.read(_picture())
+    assert r.digit == 3 and r.confidence == pytest.approx(0.82, abs=1e-6) and r.reason is None
+    # centre cell (16, 16) -> (66, 66) in the 128 input; 4x8 cells = 16x32 input px; x2 in the 256 picture
+    assert r.box == (116, 100, 148, 164) and r.source == "localiser" and r.others == 0
+    assert len(classify.batches) == 1 and classify.batches[0].shape == (len(VIEWS), 3, 32, 32)
+    assert r.seen.size == (32, 32) and r.views == len(VIEWS)
+
+
+def test_other_digits_are_counted_and_the_central_one_read():
+    reader = Reader(Recorder(), _locate_peaks((16, 16, 4, 8), (16, 20, 4, 8), (3, 3, 2, 2)), (32, 32), MEAN, STD)
+    r = reader.read(_picture())
+    assert r.others == 2 and r.box[0] < 128 < r.box[2]
+
+
+def test_no_digit_found_says_so():
+    classify = Recorder()
+    r = Reader(classify, _locate_peaks(), (32, 32), MEAN, STD).read(_picture())
+    assert r.digit is None and r.reason == NO_DIGIT and r.box is None and r.confidence == 0
+    assert classify.batches == [], "nothing to read: the classifier is not asked"
+
+
+def test_a_persons_box_replaces_the_localiser():
+    def never(batch):
+        raise AssertionError("the localiser must not run when a box is given")
+
+    r = Reader(Recorder(), never, (32, 32), MEAN, STD).read(_picture(300, 200), box=(10, 20, 40, 90))
+    assert r.source == "user" and r.box == (10, 20, 40, 90) and r.digit == 3
+
+
+def test_without_a_localiser_the_centred_square_is_read():
+    classify = Recorder()
+    r = Reader(classify, None, (32, 32), MEAN, STD, views=VIEWS[:1]).read(_picture(300, 200))
+    assert r.source == "picture" and r.box == (50, 0, 250, 200) and classify.batches[0].shape[0] == 1
+
+
+def _pasted_digit_photo(seed: int) -> tuple[Image.Image, tuple]:
+    """A rendered house-number crop (digit box known) enlarged and pasted into a larger plain frame."""
+    from dataclasses import replace
+
+    from train.scenes import _digit_boxes
+    from train.synth import find_fonts, render_style, sample_style
+
+    rng = np.random.default_rng(seed)
+    fonts = find_fonts()
+    side = 120
+    style = replace(sample_style(rng, fonts, side), height_frac=0.7, shift=(0.0, 0.0), blur=0.5, low_res=0,
+                    noise=1.0, jpeg=0)
+    crop = render_style(style, 5, rng, side)
+    box = _digit_boxes(style, 5, side)[len(style.left)]
+    frame = np.zeros((360, 480, 3), np.uint8)
+    frame[:] = (np.asarray(style.wall) * 255).astype(np.uint8)
+    x, y = 60 + int(rng.integers(0, 280)), 40 + int(rng.integers(0, 180))
+    frame[y:y + side, x:x + side] = crop
+    return Image.fromarray(frame), tuple(box + np.array([x, y, x, y]))
+
+
+def test_the_shipped_localiser_finds_a_pasted_digit():
+    from model.inference import load_predictor
+    from train.localise import iou
+
+    assert SHIPPED_LOCALISER.is_file(), f"{SHIPPED_LOCALISER} must ship with the project"
+    locator = load_predictor(SHIPPED_LOCALISER, "torch")
+    reader = Reader(Recorder(), locator.forward, (32, 32), MEAN, STD)
+    hits = 0
+    for seed in range(6):
+        photo, truth = _pasted_digit_photo(seed)
+        r = reader.read(photo)
+        hits += r.box is not None and iou(np.array(r.box), np.array(truth)) >= 0.5
+    assert hits >= 5, f"found {hits} of 6 pasted digits"
+    blank = reader.read(Image.new("RGB", (480, 360), (255, 255, 255)))
+    assert blank.digit is None, "a blank picture has no digit"
+
+
+def test_command_line_reads_files_and_folders(tmp_path, tiny_checkpoint, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _pasted_digit_photo(1)[0].save(folder / "house.jpg")
+    Image.new("RGB", (300, 200), (255, 255, 255)).save(folder / "blank.png")
+    (folder / "notes.txt").write_text("not a picture")
+    status = reading.main([str(folder), "--json", "--backend", "torch", "--checkpoint", tiny_checkpoint,
+                           "--localiser", str(SHIPPED_LOCALISER)])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert status == 0 and [Path(x["file"]).name for x in lines] == ["blank.png", "house.jpg"]
+    assert lines[0]["digit"] is None and lines[0]["reason"]
+    assert isinstance(lines[1]["digit"], int) and len(lines[1]["box"]) == 4 and lines[1]["image_size"] == [480, 360]
+    assert reading.main([str(folder / "house.jpg"), "--box", "5,5,2,9", "--backend", "torch",
+                         "--checkpoint", tiny_checkpoint]) == 2
+    assert "right > left" in capsys.readouterr().err
