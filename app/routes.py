@@ -12,6 +12,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
 from app.batcher import BatcherClosed
+from app.boxes import BOX_FIELD, MIN_BOX_SIDE, Box, parse_box
 from app.classifier import LOW_CONFIDENCE, Classifier, Prediction
 from app.imaging import ACCEPTED_DESCRIPTION, MAX_UPLOAD_BYTES, UploadError
 
@@ -44,15 +45,27 @@ def read_upload() -> bytes:
                            f"(multipart form field '{UPLOAD_FIELD}').")
 
 
-def predict_upload() -> Prediction:
-    """Classify the request's picture.
+def read_box() -> Box | None:
+    """The optional box in form field ``box``; an empty or blank field counts as none.
 
     Raises:
-        UploadError: for anything wrong with the upload (4xx), or 503 if the model is unavailable.
+        UploadError: 400 if the field is not four whole numbers (``app.boxes.parse_box``).
+    """
+    text = request.form.get(BOX_FIELD, "")
+    return parse_box(text) if text.strip() else None
+
+
+def predict_upload() -> Prediction:
+    """Classify the request's picture, in the request's box if it has one.
+
+    Raises:
+        UploadError: for anything wrong with the upload or the box (4xx), or 503 if the model is
+            unavailable.
     """
     data = read_upload()
+    box = read_box()
     try:
-        return classifier().classify(data)
+        return classifier().classify(data, box)
     except (BatcherClosed, FutureTimeout):
         raise UploadError(503, "The server is busy or restarting. Try again in a moment.") from None
 
@@ -63,7 +76,7 @@ def render_page(result: Prediction | None = None, error: str | None = None, stat
     return render_template("index.html", result=result, error=error, class_names=c.class_names,
                            model_name=c.name, architecture=c.predictor.info.get("architecture", ""),
                            max_upload_bytes=MAX_UPLOAD_BYTES, accepted=ACCEPTED_DESCRIPTION,
-                           low_confidence=LOW_CONFIDENCE), status
+                           low_confidence=LOW_CONFIDENCE, min_box_side=MIN_BOX_SIDE), status
 
 
 @pages.get("/")
