@@ -180,7 +180,7 @@
     $("confidence-line").hidden = !found;
     $("confidence").textContent = (data.confidence * 100).toFixed(1) + "%";
     $("no-digit").hidden = found;
-    $("reason").textContent = !found && data.reason ? ": " + data.reason : "";
+    $("reason").textContent = !found && data.reason ? ": " + data.reason.replace(/\.$/, "") : "";
     $("low-confidence").hidden = !found || data.confidence >= lowConfidence;
     $("others").hidden = !data.others;
     $("others-count").textContent = data.others ? plural(data.others, "other digit") + " seen" : "";
