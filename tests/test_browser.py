@@ -58,7 +58,8 @@ def browser():
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("uploads")
-    made = {"seven.jpg": pics.jpeg((300, 220)), "anim.gif": pics.gif()}
+    made = {"seven.jpg": pics.jpeg((300, 220)), "anim.gif": pics.gif(), "big.jpg": pics.jpeg((1600, 1200)),
+            "rotated.jpg": pics.exif_rotated_jpeg((300, 220), orientation=6)}
     for name, data in made.items():
         (folder / name).write_bytes(data)
     return {name: folder / name for name in made}
@@ -241,21 +242,26 @@ def drag(page, pointer: str, start, end) -> None:
     cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
 
 
-@pytest.mark.parametrize("pointer", ["mouse", "touch"])
-def test_drag_a_box_to_read_the_digit_there(browser, base_url, files, received_boxes, pointer):
+@pytest.mark.parametrize("pointer, name", [("mouse", "seven.jpg"), ("touch", "seven.jpg"), ("mouse", "big.jpg"),
+                                           ("touch", "big.jpg"), ("mouse", "rotated.jpg")])
+def test_drag_a_box_to_read_the_digit_there(browser, base_url, files, received_boxes, pointer, name):
+    """Pictures shown at their size, scaled down (big.jpg: 1600 x 1200) and turned by EXIF."""
     phone = pointer == "touch"
     context = browser.new_context(viewport={"width": 390, "height": 844} if phone else {"width": 1000, "height": 800},
                                   has_touch=phone, is_mobile=phone, device_scale_factor=2 if phone else 1)
     page = context.new_page()
-    body = upload(page, base_url, files["seven.jpg"])
+    body = upload(page, base_url, files[name])
     width, height = body["image_size"]
+    area = page.locator("#draw").bounding_box()
+    assert area["width"] / area["height"] == pytest.approx(width / height, rel=0.02)   # shown upright, unsquashed
     region = [0.2 * width, 0.3 * height, 0.6 * width, 0.8 * height]       # picture pixels
     left, top, right, bottom = screen_box(page, region, body["image_size"])
+    tolerance = 1 + width / area["width"]                                  # a page pixel, in picture pixels
     with page.expect_response(is_predict, timeout=TIMEOUT_MS):
         drag(page, pointer, (left, top), (right, bottom))
     sent = received_boxes[-1]
     assert sent is not None, "the page did not send a box"
-    assert all(abs(int(v) - r) <= 1 for v, r in zip(sent.split(","), region)), (sent, region)
+    assert all(abs(int(v) - r) <= tolerance for v, r in zip(sent.split(","), region)), (sent, region)
     assert_result_for_box(page, sent)
     assert_overlay_on(page, [int(v) for v in sent.split(",")], body["image_size"])
     context.close()
