@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from markupsafe import escape
 from PIL import Image
 
 import tests.app_images as pics
 from app import create_app
-from app.boxes import BOX_RULE
+from app.boxes import BOX_RULE, MAX_BOX_TEXT
 from app.classifier import Prediction
 from app.imaging import MAX_PIXELS, MAX_UPLOAD_BYTES, UploadError, decode_upload
 from model.inference import ModelLoadError
@@ -140,6 +141,8 @@ def test_bad_boxes_are_a_400_saying_what_a_box_must_be(client, name, url):
     assert problem in text and "A box must be four whole numbers left,top,right,bottom" in text
     if url.startswith("/api/"):
         assert text.endswith(BOX_RULE)
+    else:   # the form shows the box again, to be corrected
+        assert "<details class=\"box-field no-js-only\" open>" in text and f'value="{escape(box[:MAX_BOX_TEXT])}"' in text
 
 
 def no_digit(data: bytes, box=None) -> Prediction:

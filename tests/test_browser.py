@@ -152,6 +152,7 @@ def test_form_without_javascript_reads_a_given_box(browser, base_url, files):
         page.click("#submit")
     page.wait_for_selector("#result:not([hidden])", timeout=TIMEOUT_MS)
     assert page.inner_text("#where-box") == "60,50,180,150" and page.inner_text("#where-source") == "your box"
+    assert page.input_value("#box-input") == "60, 50, 180, 150"   # kept, to be corrected and sent again
     context.close()
 
 
