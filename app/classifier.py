@@ -26,7 +26,6 @@ from model.preprocess import preprocess
 log = logging.getLogger(__name__)
 
 LOW_CONFIDENCE = 0.5   # below this the page says the picture may not show a single clear digit
-SOURCES = ("localiser", "user")   # where a prediction's box came from
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,7 @@ class Prediction:
     bottom] in pixels of the picture after EXIF rotation, right and bottom exclusive."""
 
     digit: int | None             # the digit read (class index = digit), None when there is none
-    confidence: float             # its probability
+    confidence: float             # its probability (the highest one when digit is None)
     probabilities: list[float]    # index = digit, sums to 1
     model: str                    # checkpoint file name
     elapsed_ms: float             # decode + preprocess + forward, in this worker

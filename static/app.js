@@ -102,6 +102,11 @@
             Math.round(Math.max(a[0], b[0])), Math.round(Math.max(a[1], b[1]))];
   }
 
+  function middleBox() {   // where the keyboard starts when the result has no box
+    const [w, h] = imageSize;
+    return [Math.round(w / 4), Math.round(h / 4), Math.round(w * 3 / 4), Math.round(h * 3 / 4)];
+  }
+
   function tooSmall(box) { return box[2] - box[0] < minBox || box[3] - box[1] < minBox; }
 
   function describe(box) {
@@ -142,14 +147,14 @@
     const [w, h] = imageSize;
     if (event.key === "Enter" || event.key === " ") {
       event.preventDefault();
-      readBox(edit || shown.box || [0, 0, w, h]);
+      readBox(edit || shown.box || middleBox());
     } else if (event.key === "Escape") {
       if (edit) { event.preventDefault(); restoreBox(); boxStatus.textContent = "Box put back."; }
     } else if (MOVES[event.key]) {
       event.preventDefault();
       const [dx, dy] = MOVES[event.key];
       const step = Math.max(1, Math.round(Math.min(w, h) / 50));
-      let [left, top, right, bottom] = edit || shown.box || [0, 0, w, h];
+      let [left, top, right, bottom] = edit || shown.box || middleBox();
       if (event.shiftKey) {
         right = clamp(right + dx * step, left + minBox, w);
         bottom = clamp(bottom + dy * step, top + minBox, h);
