@@ -12,6 +12,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
 from app.batcher import BatcherClosed
+from app.boxes import BOX_FIELD, MAX_BOX_TEXT, MIN_BOX_SIDE, Box, parse_box
 from app.classifier import LOW_CONFIDENCE, Classifier, Prediction
 from app.imaging import ACCEPTED_DESCRIPTION, MAX_UPLOAD_BYTES, UploadError
 
@@ -44,26 +45,39 @@ def read_upload() -> bytes:
                            f"(multipart form field '{UPLOAD_FIELD}').")
 
 
-def predict_upload() -> Prediction:
-    """Classify the request's picture.
+def read_box() -> Box | None:
+    """The optional box in form field ``box``; an empty or blank field counts as none.
 
     Raises:
-        UploadError: for anything wrong with the upload (4xx), or 503 if the model is unavailable.
+        UploadError: 400 if the field is not four whole numbers (``app.boxes.parse_box``).
+    """
+    text = request.form.get(BOX_FIELD, "")
+    return parse_box(text) if text.strip() else None
+
+
+def predict_upload() -> Prediction:
+    """Classify the request's picture, in the request's box if it has one.
+
+    Raises:
+        UploadError: for anything wrong with the upload or the box (4xx), or 503 if the model is
+            unavailable.
     """
     data = read_upload()
+    box = read_box()
     try:
-        return classifier().classify(data)
+        return classifier().classify(data, box)
     except (BatcherClosed, FutureTimeout):
         raise UploadError(503, "The server is busy or restarting. Try again in a moment.") from None
 
 
-def render_page(result: Prediction | None = None, error: str | None = None, status: int = 200) -> tuple[str, int]:
-    """The upload page, with a result or an error when there is one."""
+def render_page(result: Prediction | None = None, error: str | None = None, status: int = 200,
+                box_text: str = "") -> tuple[str, int]:
+    """The upload page, with a result or an error when there is one, and the box the form sent."""
     c = classifier()
-    return render_template("index.html", result=result, error=error, class_names=c.class_names,
+    return render_template("index.html", result=result, error=error, box_text=box_text, class_names=c.class_names,
                            model_name=c.name, architecture=c.predictor.info.get("architecture", ""),
                            max_upload_bytes=MAX_UPLOAD_BYTES, accepted=ACCEPTED_DESCRIPTION,
-                           low_confidence=LOW_CONFIDENCE), status
+                           low_confidence=LOW_CONFIDENCE, min_box_side=MIN_BOX_SIDE), status
 
 
 @pages.get("/")
@@ -73,10 +87,11 @@ def index() -> tuple[str, int]:
 
 @pages.post("/")
 def index_post() -> tuple[str, int]:
+    box_text = request.form.get(BOX_FIELD, "")[:MAX_BOX_TEXT]   # shown again, to be corrected
     try:
-        return render_page(result=predict_upload())
+        return render_page(result=predict_upload(), box_text=box_text)
     except UploadError as e:
-        return render_page(error=e.message, status=e.status)
+        return render_page(error=e.message, status=e.status, box_text=box_text)
 
 
 @api.post("/predict")

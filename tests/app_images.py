@@ -10,6 +10,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 
+PNG_DATA_URL = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGNgYGAAAAAEAAH2FzhVAAAAAElFTkSuQmCC"   # 1x1
+
+
 def digit_picture(size: tuple[int, int] = (120, 90), mode: str = "RGB") -> Image.Image:
     """A dark '7' on a light background, ``size`` = (width, height)."""
     image = Image.new("RGB", size, (235, 232, 225))

@@ -7,10 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from markupsafe import escape
 from PIL import Image
 
 import tests.app_images as pics
 from app import create_app
+from app.boxes import BOX_RULE, MAX_BOX_TEXT
+from app.classifier import Prediction
 from app.imaging import MAX_PIXELS, MAX_UPLOAD_BYTES, UploadError, decode_upload
 from model.inference import ModelLoadError
 
@@ -29,8 +32,11 @@ def client(app):
     return app.test_client()
 
 
-def post_image(client, data: bytes, url: str = "/api/predict", filename: str = "upload.bin"):
-    return client.post(url, data={"image": (io.BytesIO(data), filename)}, content_type="multipart/form-data")
+def post_image(client, data: bytes, url: str = "/api/predict", filename: str = "upload.bin", box: str | None = None):
+    form = {"image": (io.BytesIO(data), filename)}
+    if box is not None:
+        form["box"] = box
+    return client.post(url, data=form, content_type="multipart/form-data")
 
 
 GOOD_UPLOADS = {
@@ -47,12 +53,143 @@ def test_predict_accepts_every_format_and_mode(client, name):
     response = post_image(client, GOOD_UPLOADS[name], filename="../../etc/passwd")   # the name is ignored
     assert response.status_code == 200, response.json
     body = response.json
-    assert set(body) >= {"digit", "confidence", "probabilities", "model", "elapsed_ms"}
+    assert set(body) >= {"digit", "confidence", "probabilities", "model", "elapsed_ms", "input_image", "box",
+                         "image_size", "others", "reason", "source"}
     assert len(body["probabilities"]) == 10 and sum(body["probabilities"]) == pytest.approx(1, abs=1e-9)
     assert body["digit"] == max(range(10), key=body["probabilities"].__getitem__)
     assert body["confidence"] == pytest.approx(body["probabilities"][body["digit"]], abs=1e-6)
     assert body["model"] == "tiny.pt" and body["elapsed_ms"] > 0
     assert body["input_image"].startswith("data:image/png;base64,")
+
+
+def assert_box_inside(box, image_size):
+    assert box is not None
+    width, height = image_size
+    left, top, right, bottom = box
+    assert all(isinstance(v, int) for v in box)
+    assert 0 <= left < right <= width and 0 <= top < bottom <= height
+
+
+@pytest.mark.parametrize("size", [(120, 90), (40, 400), (300, 220)])
+def test_predict_says_where_it_looked(client, size):
+    body = post_image(client, pics.jpeg(size)).json
+    assert body["image_size"] == list(size) and body["source"] == "localiser" and body["others"] >= 0
+    if body["digit"] is None:              # a reading pipeline may find no digit: it must say why
+        assert body["reason"]
+    else:
+        assert body["digit"] in range(10) and body["reason"] is None
+    if body["box"] is not None or body["digit"] is not None:
+        assert_box_inside(body["box"], body["image_size"])
+
+
+def test_box_and_size_are_in_the_upright_picture(client):
+    body = post_image(client, pics.exif_rotated_jpeg(size=(120, 90), orientation=6)).json
+    assert body["image_size"] == [90, 120]     # stored 120 wide, shown 90 wide
+    if body["box"] is not None:
+        assert_box_inside(body["box"], body["image_size"])
+    body = post_image(client, pics.exif_rotated_jpeg(size=(120, 90), orientation=6), box="0,95,90,120").json
+    assert body["box"] == [0, 95, 90, 120]     # beyond the stored height, inside the upright picture
+
+
+@pytest.mark.parametrize("box", ["10,10,50,60", " 30 , 5 ,\t70, 85 ", "0,0,120,90", "0,0,4,4", "116,0,120,90", "+1,2,10,30"])
+def test_predict_reads_the_box_it_is_given(client, box):
+    body = post_image(client, pics.jpeg((120, 90)), box=box).json
+    assert body["box"] == [int(v) for v in box.split(",")]
+    assert body["source"] == "user" and body["image_size"] == [120, 90]
+    assert len(body["probabilities"]) == 10 and body["input_image"].startswith("data:image/png;base64,")
+
+
+def test_a_given_box_changes_what_the_network_sees(client):
+    seen = {box: post_image(client, pics.jpeg((120, 90)), box=box).json["input_image"]
+            for box in ("0,0,40,40", "80,50,120,90")}
+    assert len(set(seen.values())) == 2
+
+
+@pytest.mark.parametrize("box", ["", "   "])
+def test_an_empty_box_field_counts_as_none(client, box):
+    body = post_image(client, pics.jpeg(), box=box).json
+    assert body["source"] == "localiser"
+
+
+BAD_BOXES = {
+    "three numbers": ("1,2,3", "not four whole numbers"),
+    "five numbers": ("1,2,3,4,5", "not four whole numbers"),
+    "letters": ("a,b,c,d", "not four whole numbers"),
+    "decimals": ("1.5,2,3,4", "not four whole numbers"),
+    "spaces instead of commas": ("1 2 30 40", "not four whole numbers"),
+    "a huge number": ("0,0,99999999999999999999,10", "not four whole numbers"),
+    "very long": ("1," * 500 + "1", "not four whole numbers"),
+    "inverted": ("10,10,5,20", "inverted or empty"),
+    "upside down": ("10,20,30,5", "inverted or empty"),
+    "empty": ("0,0,0,0", "inverted or empty"),
+    "too small": ("10,10,13,40", "only 3 x 30 pixels"),
+    "left of the picture": ("-5,0,10,10", "outside the 120 x 90 picture"),
+    "above the picture": ("0,-1,10,10", "outside the 120 x 90 picture"),
+    "past the right edge": ("100,0,121,90", "outside the 120 x 90 picture"),
+    "past the bottom edge": ("0,80,20,91", "outside the 120 x 90 picture"),
+    "wholly outside": ("500,500,600,600", "outside the 120 x 90 picture"),
+}
+
+
+@pytest.mark.parametrize("url", ["/api/predict", "/"])
+@pytest.mark.parametrize("name", BAD_BOXES)
+def test_bad_boxes_are_a_400_saying_what_a_box_must_be(client, name, url):
+    box, problem = BAD_BOXES[name]
+    response = post_image(client, pics.jpeg((120, 90)), url=url, box=box)
+    assert response.status_code == 400
+    text = response.json["error"] if url.startswith("/api/") else response.get_data(as_text=True)
+    assert problem in text and "A box must be four whole numbers left,top,right,bottom" in text
+    if url.startswith("/api/"):
+        assert text.endswith(BOX_RULE)
+    else:   # the form shows the box again, to be corrected
+        assert "<details class=\"box-field no-js-only\" open>" in text and f'value="{escape(box[:MAX_BOX_TEXT])}"' in text
+
+
+def no_digit(data: bytes, box=None) -> Prediction:
+    """What the reading pipeline answers for a picture without a digit (the fake's answer)."""
+    return Prediction(digit=None, confidence=0.12, probabilities=[0.1] * 10, model="tiny.pt", elapsed_ms=3.0,
+                      input_image=pics.PNG_DATA_URL, box=None, image_size=[120, 90], others=0,
+                      reason="nothing in the picture looks like a digit", source="localiser")
+
+
+def test_no_digit_is_null_with_a_reason(app, client, monkeypatch):
+    monkeypatch.setattr(app.extensions["classifier"], "classify", no_digit)
+    body = post_image(client, pics.jpeg()).json
+    assert body["digit"] is None and body["reason"] == "nothing in the picture looks like a digit"
+    assert body["box"] is None and body["image_size"] == [120, 90]
+
+
+def is_hidden(html: str, element_id: str) -> bool:
+    """Whether the element with ``element_id`` carries the ``hidden`` attribute in ``html``."""
+    return " hidden" in html.split(f'id="{element_id}"')[1].split(">")[0]
+
+
+def test_no_digit_page_says_so_without_javascript(app, client, monkeypatch):
+    monkeypatch.setattr(app.extensions["classifier"], "classify", no_digit)
+    html = post_image(client, pics.jpeg(), url="/").get_data(as_text=True)
+    result = html.split('id="result"')[1]
+    assert "No digit found" in result and "nothing in the picture looks like a digit" in result
+    assert "closer photo" in result and "box" in result
+    assert not is_hidden(html, "no-digit") and is_hidden(html, "low-confidence") and is_hidden(html, "confidence-line")
+    assert "<title>No digit" in html
+
+
+def test_page_mentions_the_other_digits_and_the_box_without_javascript(app, client, monkeypatch):
+    def three_digits(data, box=None):
+        return Prediction(digit=4, confidence=0.9, probabilities=[0.0] * 4 + [0.9] + [0.1 / 5] * 5, model="tiny.pt",
+                          elapsed_ms=3.0, input_image=pics.PNG_DATA_URL, box=[10, 20, 50, 80],
+                          image_size=[120, 90], others=2, reason=None, source="localiser")
+
+    monkeypatch.setattr(app.extensions["classifier"], "classify", three_digits)
+    html = post_image(client, pics.jpeg(), url="/").get_data(as_text=True)
+    assert "2 other digits seen" in html and not is_hidden(html, "others") and is_hidden(html, "no-digit")
+    assert "10,20,50,80" in html and "found automatically" in html
+
+
+def test_form_post_reads_the_box_it_is_given(client):
+    html = post_image(client, pics.jpeg((120, 90)), url="/", box="10,10,50,60").get_data(as_text=True)
+    result = html.split('id="result"')[1]
+    assert "10,10,50,60" in result and "your box" in result and not is_hidden(html, "where")
 
 
 BAD_UPLOADS = [
@@ -134,6 +271,7 @@ def test_page_offers_upload_form_and_camera(client):
     html = client.get("/").get_data(as_text=True)
     assert 'enctype="multipart/form-data"' in html and 'name="image"' in html
     assert 'capture="environment"' in html and 'accept="image/*"' in html
+    assert 'name="box"' in html   # the no-JavaScript way to give a box
     assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html   # no CDN
     assert 'id="result"' in html and "hidden" in html.split('id="result"')[1].split(">")[0]
 
@@ -144,7 +282,8 @@ def test_form_post_renders_the_result_page(client):
     assert response.status_code == 200
     assert html.count('class="bar-row') == 10 and 'src="data:image/png;base64,' in html
     assert "hidden" not in html.split('id="result"')[1].split(">")[0]
-    assert "may not show a single clear digit" in html   # random weights: low confidence
+    assert "may not show a single clear digit" in html and not is_hidden(html, "low-confidence")   # random weights
+    assert is_hidden(html, "no-digit") and is_hidden(html, "others")
 
 
 @pytest.mark.parametrize("data, status, message", [(pics.gif(), 415, "not supported"),
