@@ -5,7 +5,7 @@ import os
 import sys
 
 from app.server import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_THREADS, DEFAULT_WORKERS, ServeConfig, serve
-from app.modelfile import DEFAULT_CHECKPOINT
+from app.modelfile import DEFAULT_CHECKPOINT, DEFAULT_LOCALISER
 from model.inference import BACKENDS, DEFAULT_BACKEND, ModelLoadError
 
 ENV_PREFIX = "DIGITS_"
@@ -23,6 +23,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=env("port", DEFAULT_PORT), help="port (default: %(default)s)")
     p.add_argument("--checkpoint", default=env("checkpoint", str(DEFAULT_CHECKPOINT)),
                    help="checkpoint to serve; its .onnx is exported beside it when missing or older (default: %(default)s)")
+    p.add_argument("--localiser", default=env("localiser", str(DEFAULT_LOCALISER)),
+                   help="digit localiser; 'none' reads the centred square and never says 'no digit' "
+                        "(default: %(default)s)")
     p.add_argument("--workers", type=int, default=env("workers", DEFAULT_WORKERS),
                    help="gunicorn worker processes; each loads the model once (default: %(default)s)")
     p.add_argument("--threads", type=int, default=env("threads", DEFAULT_THREADS),
@@ -40,8 +43,9 @@ def main(argv=None) -> int:
         print(f"error: --workers and --threads must be >= 1 (got {args.workers}, {args.threads}).", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = ServeConfig(args.host, args.port, args.checkpoint, args.workers, args.threads, args.backend,
-                      args.dev, args.debug)
+    cfg = ServeConfig(host=args.host, port=args.port, checkpoint=args.checkpoint, localiser=args.localiser,
+                      workers=args.workers, threads=args.threads, backend=args.backend, dev=args.dev,
+                      debug=args.debug)
     try:
         return serve(cfg)
     except ModelLoadError as e:

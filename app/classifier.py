@@ -2,9 +2,9 @@
 
 One ``Classifier`` per worker, created by the application factory: it decodes the upload
 (``app.imaging``), checks the person's box against the picture (``app.boxes``), then reads the
-digit (``Classifier._read``): the region is framed as SVHN's crops were, run through the one shared
-preprocessing function (``model.preprocess.preprocess``) with the input size and mean/std that
-travel with the model, and the micro-batcher gives the probabilities. Pages and the API both call
+digit with the one reading pipeline (``model.reading.Reader``: the localiser finds the digit, its
+SVHN square is framed in several views, and the classifier reads them in one batch). Both networks
+sit behind micro-batchers, so concurrent requests share forwards. Pages and the API both call
 ``classify``, so they cannot disagree.
 """
 from __future__ import annotations
@@ -13,15 +13,11 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
-from PIL import Image
-
 from app.batcher import MicroBatcher
 from app.boxes import Box, check_box
 from app.imaging import decode_upload, png_data_url
 from model.inference import Predictor
-from model.preprocess import preprocess
+from model.reading import Reader
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +30,8 @@ class Prediction:
     bottom] in pixels of the picture after EXIF rotation, right and bottom exclusive."""
 
     digit: int | None             # the digit read (class index = digit), None when there is none
-    confidence: float             # its probability (the highest one when digit is None)
-    probabilities: list[float]    # index = digit, sums to 1
+    confidence: float             # its probability (averaged over the views); 0 when digit is None
+    probabilities: list[float]    # index = digit, sums to 1; empty when digit is None
     model: str                    # checkpoint file name
     elapsed_ms: float             # decode + preprocess + forward, in this worker
     input_image: str              # what the network saw: data: URL of a PNG of the input size
@@ -53,57 +49,29 @@ class Prediction:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class Reading:
-    """What ``Classifier._read`` found in a picture; ``classify`` adds the model and the timing."""
-
-    digit: int | None
-    probabilities: np.ndarray     # (classes,) float64, sums to 1
-    seen: Image.Image             # the network input before normalisation
-    box: Box | None
-    others: int = 0
-    reason: str | None = None
-    source: str = "localiser"
-
-
-def centred_square(width: int, height: int) -> Box:
-    """The centred square of side min(width, height): what ``fit="crop"`` cuts from a picture."""
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    return left, top, left + side, top + side
-
-
-def square_around(image: Image.Image, box: Box) -> Image.Image:
-    """PROVISIONAL (issue 11, until model/reading.py): ``box`` widened to a square around its
-    centre (side = max(width, height)), as SVHN's crops were; parts past the picture's edges repeat
-    the edge pixels."""
-    left, top, right, bottom = box
-    side = max(right - left, bottom - top)
-    x0, y0 = (left + right - side) // 2, (top + bottom - side) // 2
-    x1, y1 = x0 + side, y0 + side
-    width, height = image.size
-    inside = image.crop((max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)))
-    pad = ((max(-y0, 0), max(y1 - height, 0)), (max(-x0, 0), max(x1 - width, 0)), (0, 0))
-    if not any(any(p) for p in pad):
-        return inside
-    return Image.fromarray(np.pad(np.asarray(inside), pad, mode="edge"))
-
-
 class Classifier:
-    """Owns a worker's predictor and micro-batcher.
+    """Owns a worker's networks, their micro-batchers and the reading pipeline.
 
     Args:
-        predictor: the loaded model (``model.inference``).
+        predictor: the classifier (``model.inference``).
         batcher: a ``MicroBatcher`` around ``predictor.predict``.
+        localiser: the localiser's predictor, or None to read the centred square (no "no digit").
+        localiser_batcher: a ``MicroBatcher`` around ``localiser.forward``.
     """
 
-    def __init__(self, predictor: Predictor, batcher: MicroBatcher):
+    def __init__(self, predictor: Predictor, batcher: MicroBatcher, localiser: Predictor | None = None,
+                 localiser_batcher: MicroBatcher | None = None):
         self.predictor = predictor
         self.batcher = batcher
+        self.localiser, self.localiser_batcher = localiser, localiser_batcher
         info = predictor.info
         self.input_size = [int(s) for s in info["input_size"]]
         self.mean, self.std = info["mean"], info["std"]
         self.class_names = list(info["class_names"])
+        locate, size = None, None
+        if localiser is not None:
+            locate, size = localiser_batcher.predict_many, int(localiser.info["input_size"][0])
+        self.reader = Reader(batcher.predict_many, locate, self.input_size, self.mean, self.std, locator_size=size)
 
     @property
     def name(self) -> str:
@@ -125,32 +93,16 @@ class Classifier:
         image = decode_upload(data)
         if box is not None:
             box = check_box(box, *image.size)
-        reading = self._read(image, box)
-        probs = reading.probabilities
-        confidence = float(probs[reading.digit]) if reading.digit is not None else float(probs.max(initial=0.0))
-        return Prediction(digit=reading.digit, confidence=round(confidence, 6),
-                          probabilities=[float(p) for p in probs], model=self.name,
+        reading = self.reader.read(image, box)
+        return Prediction(digit=reading.digit, confidence=round(reading.confidence, 6),
+                          probabilities=[float(p) for p in reading.probabilities], model=self.name,
                           elapsed_ms=round((time.perf_counter() - start) * 1000, 2),
                           input_image=png_data_url(reading.seen),
                           box=None if reading.box is None else [int(v) for v in reading.box],
                           image_size=list(image.size), others=reading.others, reason=reading.reason,
-                          source=reading.source)
-
-    def _read(self, image: Image.Image, box: Box | None) -> Reading:
-        """PROVISIONAL (issue 11): read the digit in ``box``, or in the centred square without one.
-
-        Stands in for model/reading.py (localiser, SVHN framing, several views, "no digit"), which
-        replaces this function: here the person's box is widened to a square around its centre,
-        and without a box the picture's centred square is read as before. It always reads a digit
-        (``reason`` None) and sees no others.
-        """
-        source = "localiser" if box is None else "user"
-        if box is None:
-            box = centred_square(*image.size)
-        x, seen = preprocess(square_around(image, box), self.input_size, self.mean, self.std)   # (3, H, W)
-        probs = np.asarray(self.batcher.predict(x), dtype=np.float64)
-        probs = probs / probs.sum()                                         # exact in float64 for JSON
-        return Reading(digit=int(probs.argmax()), probabilities=probs, seen=seen, box=box, source=source)
+                          source="localiser" if reading.source == "picture" else reading.source)
 
     def close(self) -> None:
         self.batcher.close()
+        if self.localiser_batcher is not None:
+            self.localiser_batcher.close()

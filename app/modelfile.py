@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "default.pt"
+DEFAULT_LOCALISER = REPO_ROOT / "checkpoints" / "localiser.pt"
+NO_LOCALISER = ("", "none")
 HOW_TO_MAKE = "Train one with `python main.py -d SVHN` (see README), or pass --checkpoint PATH."
 EXPORT_TIMEOUT_S = 600
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")   # torch colours some of its error messages
@@ -51,6 +53,11 @@ def ensure_onnx(ckpt_path: str | Path) -> Path:
     _run_module("model.export", str(ckpt_path), str(onnx_path))
     log.info("exported %s to %s", ckpt_path, onnx_path)
     return onnx_path
+
+
+def localiser_enabled(path: str | Path | None) -> bool:
+    """False for the values that switch the localiser off ("", "none", None)."""
+    return path is not None and str(path).strip().lower() not in NO_LOCALISER
 
 
 def check_loadable(ckpt_path: str | Path, backend: str) -> None:

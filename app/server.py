@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from gunicorn.app.base import BaseApplication
 
-from app.modelfile import DEFAULT_CHECKPOINT, check_loadable
+from app.modelfile import DEFAULT_CHECKPOINT, DEFAULT_LOCALISER, check_loadable, localiser_enabled
 from model.inference import DEFAULT_BACKEND
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ class ServeConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     checkpoint: str = str(DEFAULT_CHECKPOINT)
+    localiser: str = str(DEFAULT_LOCALISER)
     workers: int = DEFAULT_WORKERS
     threads: int = DEFAULT_THREADS
     backend: str = DEFAULT_BACKEND
@@ -45,7 +46,8 @@ class ServeConfig:
 
     def app_config(self) -> dict:
         """The factory's configuration for this way of serving."""
-        return {"CHECKPOINT": self.checkpoint, "BACKEND": self.backend, "WORKERS": self.workers}
+        return {"CHECKPOINT": self.checkpoint, "LOCALISER": self.localiser, "BACKEND": self.backend,
+                "WORKERS": self.workers}
 
 
 class GunicornServer(BaseApplication):
@@ -79,6 +81,8 @@ def serve(cfg: ServeConfig) -> int:
         ModelLoadError: before anything starts, naming the file and how to make one.
     """
     check_loadable(cfg.checkpoint, cfg.backend)
+    if localiser_enabled(cfg.localiser):
+        check_loadable(cfg.localiser, cfg.backend)
     if cfg.dev:
         from app import create_app
 
