@@ -48,7 +48,9 @@ class LocaliserConfig:
     weight_decay: float = 1e-4
     depth: int = 1
     width: int = 24
-    seed: int = 0
+    seed: int = 0                       # training seed, and the validation scenes' seed
+    data_seeds: tuple[int, ...] = (0,)  # each renders ``scenes`` training scenes of its own
+    init: str | None = None             # start from this localiser's weights (fine-tuning)
     workers: int = 2
     data_dir: str = "./data"
     out: str = "checkpoints/localiser-run"
@@ -58,19 +60,29 @@ class LocaliserConfig:
 # ----------------------------------------------------------------------------- data
 
 
-def load_scenes(cfg: LocaliserConfig, split: str, n: int) -> dict[str, np.ndarray]:
+def load_scenes(cfg: LocaliserConfig, split: str, n: int, seed: int) -> dict[str, np.ndarray]:
     """Rendered, letterboxed scenes of a split, cached as an .npz under ``data_dir``."""
-    path = Path(cfg.data_dir) / "scenes" / f"{split}-{n}-seed{cfg.seed}-{INPUT_SIZE}.npz"
+    path = Path(cfg.data_dir) / "scenes" / f"{split}-{n}-seed{seed}-{INPUT_SIZE}.npz"
     if path.is_file():
         with np.load(path) as f:
             return {k: f[k] for k in f.files}
     log.info("rendering %d %s scenes with %d workers", n, split, cfg.workers)
-    data = generate_scenes(n, cfg.seed, split, INPUT_SIZE, cfg.workers)
+    data = generate_scenes(n, seed, split, INPUT_SIZE, cfg.workers)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **data)
     tmp.replace(path)
     return data
+
+
+def concatenate(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Several rendered sets as one, the box indices shifted to the joined scene numbers."""
+    out, offset = {k: [] for k in parts[0]}, 0
+    for part in parts:
+        for key, value in part.items():
+            out[key].append(value + offset if key.endswith("_index") else value)
+        offset += len(part["x"])
+    return {k: np.concatenate(v) for k, v in out.items()}
 
 
 def boxes_of(data: dict[str, np.ndarray], key: str) -> list[np.ndarray]:
@@ -186,8 +198,10 @@ def train_one_epoch(net, optimizer, scheduler, data, boxes, ignore, cfg: Localis
 
 def _checkpoint(net, cfg: LocaliserConfig, epoch: int, metrics: dict, state: dict | None = None) -> dict:
     arch = ArchConfig(arch="locnet", depth=cfg.depth, width=cfg.width, num_classes=len(OUTPUTS))
-    dataset = (f"Scenes v1 (train/scenes.py): {cfg.scenes:,} rendered photos of house numbers, walls and letters "
-               f"(seed {cfg.seed}), boxes of every digit")
+    seeds = ", ".join(map(str, cfg.data_seeds))
+    dataset = (f"Scenes v1 (train/scenes.py): {cfg.scenes * len(cfg.data_seeds):,} rendered photos of house numbers, "
+               f"walls and letters (render seeds {seeds}), boxes of every digit"
+               + (f"; fine-tuned from {Path(cfg.init).name}" if cfg.init else ""))
     return make_checkpoint(arch, net.state_dict(), dataset=dataset, class_names=list(OUTPUTS),
                            input_size=(INPUT_SIZE, INPUT_SIZE), mean=MEAN, std=STD, metrics=metrics,
                            train_config=asdict(cfg), epoch=epoch, training_state=state)
@@ -199,8 +213,10 @@ def train(cfg: LocaliserConfig, resume: str | None = None) -> Path:
     out = Path(cfg.out)
     net = build_network(ArchConfig(arch="locnet", depth=cfg.depth, width=cfg.width, num_classes=len(OUTPUTS)))
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    train_data = load_scenes(cfg, "train", cfg.scenes)
-    val_data = load_scenes(cfg, "val", cfg.val_scenes)
+    if cfg.init:
+        net.load_state_dict(load_checkpoint(cfg.init)["state_dict"])
+    train_data = concatenate([load_scenes(cfg, "train", cfg.scenes, seed) for seed in cfg.data_seeds])
+    val_data = load_scenes(cfg, "val", cfg.val_scenes, cfg.seed)
     steps_per_epoch = len(train_data["x"]) // cfg.batch_size
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
                                                     pct_start=0.15)
@@ -241,7 +257,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=defaults.lr, help="peak AdamW learning rate (one-cycle)")
     p.add_argument("--width", type=int, default=defaults.width, help="channels of LocNet's first stage")
     p.add_argument("--depth", type=int, default=defaults.depth, help="extra blocks per stage (1 or 2)")
-    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--seed", type=int, default=defaults.seed, help="training seed; also the validation scenes'")
+    p.add_argument("--data-seeds", type=int, nargs="+", default=list(defaults.data_seeds),
+                   help="render seeds: each adds --scenes training scenes")
+    p.add_argument("--init", default=None, metavar="CKPT", help="start from this localiser's weights")
     p.add_argument("--workers", type=int, default=defaults.workers, help="processes rendering scenes")
     p.add_argument("--data-dir", default=defaults.data_dir, help="where rendered scenes are cached")
     p.add_argument("--out", default=defaults.out, help="run folder (last.pt, best.pt)")
@@ -256,8 +275,12 @@ def main(argv: list[str] | None = None) -> int:
     resume = args.resume
     values = {k: v for k, v in vars(args).items() if k != "resume"}
     if resume:
-        stored = load_checkpoint(resume)["train_config"]
-        values = {**stored, "epochs": max(args.epochs, stored["epochs"])}
+        values = load_checkpoint(resume)["train_config"]
+        if args.epochs not in (values["epochs"], LocaliserConfig.epochs):
+            print(f"error: --resume continues the stored one-cycle schedule of {values['epochs']} epochs; to train "
+                  f"longer start a new run from its weights: --init {resume} --epochs {args.epochs}", file=sys.stderr)
+            return 2
+    values["data_seeds"] = tuple(values.get("data_seeds", (0,)))
     cfg = LocaliserConfig(**values)
     try:
         best = train(cfg, resume)

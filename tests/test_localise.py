@@ -1,0 +1,59 @@
+"""train.localise: CenterNet targets, the loss, and a tiny run that writes and resumes its checkpoints."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model.checkpoint import load_checkpoint
+from model.localiser import HEAT, LOG_H, LOG_W, OFFSET_X, OFFSET_Y, OUTPUTS
+from train import localise
+
+
+def test_targets_put_a_peak_and_the_size_at_each_centre():
+    boxes = [np.array([[8, 16, 24, 48]], np.float32), np.zeros((0, 4), np.float32)]
+    ignore = [np.zeros((0, 4), np.float32), np.array([[0, 0, 16, 16]], np.float32)]
+    t = localise.targets(boxes, ignore, grid=32)
+    assert t["heat"].shape == (2, 32, 32) and t["heat"][0].max() == 1.0 and t["heat"][1].max() == 0
+    (i, row, col), = t["cells"]
+    assert (i, row, col) == (0, 8, 4)                      # centre (16, 32) px = cell (x 4, y 8)
+    # offsets are measured from the cell's middle, in [-0.5, 0.5)
+    np.testing.assert_allclose(t["regress"][0], [-0.5, -0.5, np.log(4), np.log(8)], atol=1e-6)
+    assert t["neg_weight"][1, :4, :4].max() == 0 and t["neg_weight"][1, 10, 10] == 1   # ignored cells
+
+
+def test_loss_is_lower_for_the_right_answer():
+    boxes = [np.array([[40, 40, 56, 72]], np.float32)]
+    t = {k: torch.from_numpy(v) for k, v in localise.targets(boxes, [np.zeros((0, 4), np.float32)], 32).items()}
+    wrong = torch.zeros(1, len(OUTPUTS), 32, 32)
+    wrong[:, HEAT] = -4.0
+    right = wrong.clone()
+    (_, r, c), = t["cells"].tolist()
+    right[0, HEAT] = torch.from_numpy(np.log(t["heat"][0].numpy() + 1e-3) - np.log1p(-t["heat"][0].numpy() + 1e-3))
+    right[0, [OFFSET_X, OFFSET_Y, LOG_W, LOG_H], r, c] = t["regress"][0]
+    assert localise.localiser_loss(right, t) < 0.5 * localise.localiser_loss(wrong, t)
+
+
+def test_a_tiny_run_writes_best_and_last_and_resumes_after_an_interrupt(tmp_path, monkeypatch):
+    cfg = localise.LocaliserConfig(scenes=16, val_scenes=8, epochs=2, batch_size=8, width=4, workers=1,
+                                   data_dir=str(tmp_path / "data"), out=str(tmp_path / "run"))
+    one_epoch = localise.train_one_epoch
+
+    def interrupted_in_epoch_2(*args):
+        if args[-1] == 1:
+            raise KeyboardInterrupt
+        return one_epoch(*args)
+
+    monkeypatch.setattr(localise, "train_one_epoch", interrupted_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        localise.train(cfg)
+    last = tmp_path / "run" / "last.pt"
+    assert load_checkpoint(last)["epoch"] == 1 and (tmp_path / "run" / "best.pt").is_file()
+    assert list((tmp_path / "data" / "scenes").glob("*.npz")), "scenes are cached"
+    monkeypatch.setattr(localise, "train_one_epoch", one_epoch)
+    assert localise.main(["--resume", str(last)]) == 0
+    assert load_checkpoint(last)["epoch"] == 2
+    ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert ckpt["arch"]["arch"] == "locnet" and ckpt["class_names"] == list(OUTPUTS)
+    assert "val_box_iou50" in ckpt["metrics"] and "training_state" not in ckpt
+    assert localise.main(["--resume", str(last), "--epochs", "5"]) == 2, "a one-cycle schedule cannot grow"
