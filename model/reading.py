@@ -6,7 +6,9 @@ benches and the command line (``python -m model.reading PHOTO|FOLDER ... [--json
 1. **Find** (``Reader.read`` without a box): the localiser (``model.localiser``, a small network
    trained on rendered scenes) proposes a box for every digit it sees; the one a person most
    likely meant is the largest and most central (``main_detection``); the others are counted.
-   When it finds none, the answer is "no digit here" (``digit`` None, with a ``reason``).
+   When the digit found fills much of the picture (a tight crop), the whole picture is read too.
+   When it finds none, the whole picture is read and kept only if the classifier is very sure;
+   otherwise the answer is "no digit here" (``digit`` None, with a ``reason``).
 2. **Frame**: SVHN's crops widen a digit's box to a square around it, keeping its neighbours at
    the sides; ``frame_views`` cuts that square (``FRAME_SCALE`` x the box's longer side) from the
    picture, continuing the picture's edge where the square runs past it, plus the ``VIEWS``: small
@@ -32,6 +34,8 @@ from model.localiser import Detection, decode, letterbox, main_detection, normal
 from model.preprocess import fit_to_input, normalize, to_rgb
 
 FIND_THRESHOLD = 0.3     # lowest localiser score that counts as a digit (see bench/photo_suite.py)
+TIGHT_FRACTION = 0.5     # a digit at least this tall (or wide) a part of the picture: the picture is a tight crop
+WHOLE_PICTURE_MIN = 0.9  # with nothing found, the whole picture is read and kept only this confident
 FRAME_SCALE = 1.0        # square side / the box's longer side (SVHN: the box widened to a square)
 OTHER_MAX_IOU = 0.3      # detections overlapping the main one more than this are the same digit
 # (zoom, shift x, shift y) of each view: zoom scales the square, shifts are fractions of its side.
@@ -100,6 +104,11 @@ def frame_views(picture: Image.Image, box: Box, size: Sequence[int],
     return out
 
 
+def is_tight(box: Box, size: Sequence[int]) -> bool:
+    """Whether a digit's box fills much of the picture: the picture itself is then a tight crop."""
+    return (box[3] - box[1]) >= TIGHT_FRACTION * size[1] or (box[2] - box[0]) >= TIGHT_FRACTION * size[0]
+
+
 def _int_box(box: Box, size: Sequence[int]) -> tuple[int, int, int, int]:
     w, h = size
     x0, y0, x1, y1 = box
@@ -154,18 +163,34 @@ class Reader:
         elif box is None:
             found = self.detect(picture)
             main = main_detection(found, picture.size)
+            whole = (0.0, 0.0, float(picture.width), float(picture.height))
             if main is None:
-                seen = fit_to_input(picture, self.input_size, "crop")
-                return Reading(None, 0.0, np.zeros(0, np.float32), None, 0, NO_DIGIT, seen, "localiser", 0)
+                probs, views = self._read_views(frame_views(picture, whole, self.input_size, self.views[:1]))
+                if probs.max() < WHOLE_PICTURE_MIN:
+                    seen = fit_to_input(picture, self.input_size, "crop")
+                    return Reading(None, 0.0, np.zeros(0, np.float32), None, 0, NO_DIGIT, seen, "localiser", 0)
+                return self._reading(probs, views, whole, picture.size, 0, "picture")
             others = sum(1 for d in found if d is not main and _iou(d.box, main.box) <= OTHER_MAX_IOU)
-            box, source = main.box, "localiser"
-        views = frame_views(picture, box, self.input_size, self.views)
+            views = frame_views(picture, main.box, self.input_size, self.views)
+            if is_tight(main.box, picture.size):
+                views += frame_views(picture, whole, self.input_size, self.views[:1])
+            probs, views = self._read_views(views)
+            return self._reading(probs, views, main.box, picture.size, others, "localiser")
+        probs, views = self._read_views(frame_views(picture, box, self.input_size, self.views))
+        return self._reading(probs, views, box, picture.size, others, source)
+
+    def _read_views(self, views: list[Image.Image]) -> tuple[np.ndarray, list[Image.Image]]:
+        """The views' probabilities averaged (classes,), read in one batch."""
         batch = np.stack([normalize(v, self.mean, self.std) for v in views])        # (V, 3, H, W)
         probs = np.asarray(self.classify(batch), np.float64).mean(axis=0)
-        probs = probs / probs.sum()
+        return probs / probs.sum(), views
+
+    @staticmethod
+    def _reading(probs: np.ndarray, views: list[Image.Image], box: Box, size: Sequence[int], others: int,
+                 source: str) -> Reading:
         digit = int(probs.argmax())
-        return Reading(digit, float(probs[digit]), probs, _int_box(box, picture.size), others, None, views[0],
-                       source, len(views))
+        return Reading(digit, float(probs[digit]), probs, _int_box(box, size), others, None, views[0], source,
+                       len(views))
 
 
 # ----------------------------------------------------------------------------- command line

@@ -278,7 +278,7 @@ def render_scene(rng: np.random.Generator, fonts: Sequence[Path], size: int = IN
     found: list[np.ndarray] = [np.zeros((0, 4), np.float32)]
     ignored: list[np.ndarray] = [np.zeros((0, 4), np.float32)]
     for _ in range({"plate": 1, "two": 2, "empty": 0}[kind]):
-        digit_px = float(np.exp(rng.uniform(np.log(6), np.log(0.8 * min(h, w)))))
+        digit_px = float(np.exp(rng.uniform(np.log(0.05 * size), np.log(0.8 * min(h, w)))))   # 6 px at 128
         digits, cut = _place_plate(rng, img, fonts, digit_px)
         found.append(digits)
         ignored.append(cut)
