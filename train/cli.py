@@ -52,7 +52,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for data split, order, init and dropout")
     p.add_argument("--workers", type=int, default=None, help="data-loading processes (default: 4 on GPU, 0 on CPU)")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N or mps")
-    p.add_argument("--no-amp", dest="amp", action="store_false", help="full fp32 on CUDA (default: bf16/fp16 autocast)")
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="full fp32 (default: bf16 autocast on CUDA and on CPUs with native bf16, fp16 on older GPUs)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
     p.add_argument("--out", default=None, help="run folder (default: checkpoints/<dataset>-<arch>/)")
     p.add_argument("--resume", default=None, metavar="PATH",

@@ -85,7 +85,21 @@ def setup_runtime(device_name: str, amp: bool) -> Runtime:
     if amp and device.type == "cuda":
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         torch.backends.cudnn.benchmark = True
+    elif amp and device.type == "cpu" and cpu_has_bf16():
+        amp_dtype = torch.bfloat16  # here 1.8 to 2.3x the fp32 training speed of WRN-16s (README, Benchmarks)
     return Runtime(device, amp_dtype, rank, world)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 convolutions natively (AVX-512 BF16 or AMX, through oneDNN).
+
+    Without it, CPU autocast to bf16 still runs but emulates the arithmetic and is slower than fp32,
+    so training stays in fp32 there.
+    """
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # an older or a non-oneDNN build
+        return False
 
 
 class ImageTransform:
