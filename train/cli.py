@@ -63,6 +63,17 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "schedule: fine-tuning")
     p.add_argument("--eval-npz", default=None, metavar="NPZ",
                    help="labelled images (x uint8 NHWC, y) to report each epoch or evaluate on; never trained on")
+    p.add_argument("--train-npz", nargs="+", default=[], metavar="NPZ",
+                   help="labelled images (x uint8 (N, H, W, 3), y int64 (N,)) to add to the training batches, "
+                        "with photo augmentation (small affine, colour, channel shuffle, inversion)")
+    p.add_argument("--train-npz-weight", type=float, default=0.25, metavar="FRACTION",
+                   help="fraction of every batch drawn from --train-npz (an epoch keeps its step count)")
+    p.add_argument("--cross-validate", default=None, metavar="NPZ",
+                   help="k-fold cross-validation: train --folds runs, each with the other folds of NPZ in its "
+                        "batches (at --train-npz-weight), score each on its held-out fold, beside one run "
+                        "of the same protocol without NPZ; run it again to resume")
+    p.add_argument("--folds", type=int, default=5, help="--cross-validate: folds, stratified by label")
+    p.add_argument("--fold-seed", type=int, default=0, help="--cross-validate: seed that deals the folds")
     p.add_argument("--evaluate", default=None, metavar="CKPT", help="evaluate CKPT and exit")
     p.add_argument("--record", default=None, metavar="NAME",
                    help="with --evaluate: store the accuracy in the checkpoint's metrics under NAME")
@@ -87,6 +98,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     values["eval_npz"] = args.eval_npz or ""
     values["out"] = args.out or ""
     values["init"] = args.init or ""
+    values["train_npz"] = tuple(args.train_npz or ())
     cfg = TrainConfig(**values)
     from train.loop import arch_config
     arch_config(cfg, 10)  # validate the architecture before any data is loaded
@@ -107,6 +119,14 @@ def main(argv: list[str] | None = None) -> int:
         from train.loop import Interrupted, fit
         cfg = build_config(args)
         try:
+            if args.cross_validate:
+                from pathlib import Path
+
+                from train.crossval import cross_validate, format_crossval
+                if not cfg.out:
+                    raise ValueError("--cross-validate needs --out FOLDER (one sub-folder per run).")
+                print(format_crossval(cross_validate(cfg, args.cross_validate, Path(cfg.out))))
+                return 0
             metrics = fit(cfg, cfg.out or None, args.resume, epochs=args.epochs)
         except Interrupted as e:
             print(f"\n{e}", file=sys.stderr)
