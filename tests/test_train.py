@@ -429,5 +429,9 @@ def test_cross_validation_trains_a_run_per_fold_and_one_without(tmp_path, capsys
     assert "3-fold cross-validation on real.npz (30 images)" in out and "without real" in out
     assert "fold 2 of 3" in load_checkpoint(tmp_path / "cv" / "fold-2" / "last.pt")["dataset"]
     assert "real.npz" not in load_checkpoint(tmp_path / "cv" / "no-real" / "last.pt")["dataset"]
-    code, out2, _ = run_cli(argv, capsys)  # run again: every run has finished, so it only scores them
-    assert code == 0 and out2.splitlines()[-1] == out.splitlines()[-1]
+    code, out2, _ = run_cli([*argv, "--final"], capsys)  # again: the runs have finished, so it only scores them
+    assert code == 0 and out2.splitlines()[-2] == out.splitlines()[-1]
+    final = load_checkpoint(tmp_path / "cv" / "all" / "final.pt")
+    assert "training_state" not in final and "30 labelled images of real.npz" in final["dataset"]
+    assert final["metrics"]["crossval_accuracy"]["value"] == result["with"]
+    assert "3-fold cross-validation on real.npz" in final["metrics"]["crossval_accuracy"]["data"]

@@ -74,6 +74,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "of the same protocol without NPZ; run it again to resume")
     p.add_argument("--folds", type=int, default=5, help="--cross-validate: folds, stratified by label")
     p.add_argument("--fold-seed", type=int, default=0, help="--cross-validate: seed that deals the folds")
+    p.add_argument("--final", action="store_true",
+                   help="--cross-validate: then train the same protocol on all of NPZ into OUT/all/ and write "
+                        "OUT/all/final.pt, its last weights with the cross-validated accuracy in its metrics")
     p.add_argument("--evaluate", default=None, metavar="CKPT", help="evaluate CKPT and exit")
     p.add_argument("--record", default=None, metavar="NAME",
                    help="with --evaluate: store the accuracy in the checkpoint's metrics under NAME")
@@ -122,10 +125,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.cross_validate:
                 from pathlib import Path
 
-                from train.crossval import cross_validate, format_crossval
+                from train.crossval import cross_validate, format_crossval, train_final
                 if not cfg.out:
                     raise ValueError("--cross-validate needs --out FOLDER (one sub-folder per run).")
-                print(format_crossval(cross_validate(cfg, args.cross_validate, Path(cfg.out))))
+                result = cross_validate(cfg, args.cross_validate, Path(cfg.out))
+                print(format_crossval(result))
+                if args.final:
+                    print(f"final model: {train_final(cfg, args.cross_validate, Path(cfg.out), result)}")
                 return 0
             metrics = fit(cfg, cfg.out or None, args.resume, epochs=args.epochs)
         except Interrupted as e:

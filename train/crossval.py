@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.checkpoint import load_checkpoint, network_from_checkpoint
+from model.checkpoint import load_checkpoint, network_from_checkpoint, save_checkpoint
 from train.config import TrainConfig
 from train.datasets import ArrayDataset, get_dataset, load_npz, stratified_folds
 from train.engine import ImageTransform, Transformed, make_loader, setup_runtime, to_device
@@ -85,6 +85,28 @@ def cross_validate(cfg: TrainConfig, npz: str, out_dir: Path) -> dict:
               "protocol": base.to_dict()}
     (out_dir / "crossval.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def train_final(cfg: TrainConfig, npz: str, out_dir: Path, result: dict) -> Path:
+    """Train the cross-validated protocol on every image of NPZ into ``out_dir/all``; write
+    ``final.pt`` there: its last epoch's weights (as the folds were scored) carrying the
+    cross-validated accuracy. Returns its path.
+    """
+    last = train_or_resume(replace(cfg, train_npz=(npz, *cfg.train_npz), holdout_fold=-1,
+                                   out=str(out_dir / "all")), out_dir / "all")
+    ckpt = load_checkpoint(last)
+    ckpt.pop("training_state", None)
+    k, n = len(result["folds"]), result["images"]
+    ckpt["metrics"]["crossval_accuracy"] = {
+        "value": result["with"],
+        "data": (f"{k}-fold cross-validation on {Path(npz).name} ({n} images; folds stratified by label, "
+                 f"seed {cfg.fold_seed}): each image scored by a run of this protocol that never saw its fold; "
+                 f"mean of the folds {result['mean_with']:.4f}; the same protocol without them "
+                 f"{result['without']:.4f}. This model itself trained on all {n}."),
+    }
+    path = out_dir / "all" / "final.pt"
+    save_checkpoint(ckpt, path)
+    return path
 
 
 def format_crossval(result: dict) -> str:
