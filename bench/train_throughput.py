@@ -2,7 +2,9 @@
 
 For each WRN, the project path is what ``main.py`` runs: ``train.engine.train_one_epoch`` with the
 runtime of ``setup_runtime`` and the network in ``Runtime.memory_format`` (bf16/fp16 autocast and
-channels_last on CUDA; fp32 channels_last on CPU, where there is no autocast). The baseline is a plain loop:
+channels_last on CUDA, and on CPUs with native bf16; fp32 channels_last on other CPUs). Beside it,
+the same project path in fp32 (what ``--no-amp`` runs), so the two precisions come from one run. The
+baseline is a plain loop:
 the same network and SGD optimiser, contiguous memory, no autocast, and ``loss.item()`` every
 step (the usual way to log the loss; the project loop keeps its running totals on the device
 instead). Both see the same random batches, copied from host memory every step. Windows of the
@@ -101,22 +103,30 @@ def time_plain(net, optimizer, device: torch.device, batches) -> float:
     return sum(len(y) for _, y in batches) / (time.perf_counter() - start)
 
 
-def bench_arch(arch: ArchConfig, rt: Runtime, batch_size: int, steps: int, windows: int) -> tuple[float, float]:
-    """Median images/s of (project path, plain loop), alternating windows after one warm-up each."""
+def bench_arch(arch: ArchConfig, rt: Runtime, batch_size: int, steps: int,
+               windows: int) -> tuple[float, float, float]:
+    """Median images/s of (project path, project path in fp32, plain loop), alternating windows
+    after one warm-up each."""
     torch.manual_seed(0)
+    rt32 = Runtime(rt.device, None, rt.rank, rt.world_size)  # what --no-amp runs
     project_net = build_network(arch).to(rt.device, memory_format=rt.memory_format)  # as train.loop.Run does
+    fp32_net = build_network(arch).to(rt.device, memory_format=rt.memory_format)
     plain_net = build_network(arch).to(rt.device)
-    project_opt, plain_opt = make_optimizer(project_net), make_optimizer(plain_net)
+    nets = (project_net, fp32_net, plain_net)
+    project_opt, fp32_opt, plain_opt = (make_optimizer(n) for n in nets)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
+    no_scaler = torch.amp.GradScaler(rt.device.type, enabled=False)
     batches = make_batches(steps, batch_size, arch.num_classes, pin=rt.device.type == "cuda")
-    project, plain = [], []
+    project, fp32, plain = [], [], []
     for window in range(windows + 1):  # window 0 warms up (kernels, allocator, cudnn.benchmark)
         p = time_project(project_net, project_opt, scaler, rt, batches)
+        f = time_project(fp32_net, fp32_opt, no_scaler, rt32, batches)
         q = time_plain(plain_net, plain_opt, rt.device, batches)
         if window > 0:
             project.append(p)
+            fp32.append(f)
             plain.append(q)
-    return statistics.median(project), statistics.median(plain)
+    return statistics.median(project), statistics.median(fp32), statistics.median(plain)
 
 
 def main(args: argparse.Namespace) -> None:
@@ -125,15 +135,17 @@ def main(args: argparse.Namespace) -> None:
     batch_size = args.batch_size or defaults["batch_size"]
     steps, windows = args.steps or defaults["steps"], args.windows or defaults["windows"]
     name = torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    amp = f"autocast {str(rt.amp_dtype).replace('torch.', '')}" if rt.amp_dtype else "fp32 (no autocast on this device)"
+    amp = f"autocast {str(rt.amp_dtype).replace('torch.', '')}" if rt.amp_dtype else "fp32 (no native bf16 or fp16 here)"
     precision = f"{amp}, {str(rt.memory_format).replace('torch.', '')}"
     print(f"device: {name}; torch {torch.__version__}; project path: {precision}")
     print(f"batch {batch_size}, {steps} steps per window, median of {windows} windows after 1 warm-up")
-    print(f"{'network':<10} {'project img/s':>14} {'plain fp32 img/s':>17} {'ratio':>6}")
+    print(f"{'network':<10} {'project img/s':>14} {'project fp32':>13} {'plain fp32 img/s':>17} "
+          f"{'project/fp32':>12} {'project/plain':>13}")
     for text in args.archs:
         arch = parse_arch(text)
-        project, plain = bench_arch(arch, rt, batch_size, steps, windows)
-        print(f"{arch.name:<10} {project:>14.1f} {plain:>17.1f} {project / plain:>6.2f}", flush=True)
+        project, fp32, plain = bench_arch(arch, rt, batch_size, steps, windows)
+        print(f"{arch.name:<10} {project:>14.1f} {fp32:>13.1f} {plain:>17.1f} {project / fp32:>12.2f} "
+              f"{project / plain:>13.2f}", flush=True)
 
 
 if __name__ == "__main__":

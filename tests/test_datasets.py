@@ -136,3 +136,53 @@ def test_load_npz_rejects_other_arrays_naming_the_file(tmp_path, arrays, match):
         load_npz(path)
     with pytest.raises(DataError, match="absent.npz"):
         load_npz(tmp_path / "absent.npz")
+
+
+@pytest.mark.parametrize("arrays, match", [
+    ({"x": np.zeros((2, 32, 32, 3), np.uint8), "y": np.array([0.0, 1.0])}, "integer labels"),
+    ({"x": np.zeros((2, 32, 32, 3), np.uint8), "y": np.array([3, 10])}, r"labels must lie in 0\.\.9; found 3 to 10"),
+    ({"x": np.zeros((2, 32, 32, 3), np.uint8), "y": np.array([-1, 2])}, "labels must lie in 0..9"),
+    ({"x": np.zeros((2, 32, 32, 3), np.uint8), "y": np.zeros((2, 1), np.int64)}, "'y' \\(N,\\)"),
+])
+def test_training_npz_labels_are_validated_in_one_line_naming_the_file(tmp_path, arrays, match):
+    path = tmp_path / "labels.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=f"labels.npz.*{match}") as e:
+        load_npz(path, num_classes=10)
+    assert "\n" not in str(e.value)
+
+
+def test_a_file_that_is_not_npz_is_refused_naming_it(tmp_path):
+    path = tmp_path / "text.npz"
+    path.write_text("not a zip")
+    with pytest.raises(DataError, match="text.npz: not a readable .npz"):
+        load_npz(path)
+
+
+def test_stratified_folds_are_disjoint_cover_every_image_and_balance_classes():
+    labels = np.repeat(np.arange(10), [31, 111, 78, 69, 55, 52, 33, 34, 42, 36])  # the real file's counts
+    fold = datasets.stratified_folds(labels, 5, seed=0)
+    assert sorted(np.unique(fold)) == [0, 1, 2, 3, 4]  # every image in exactly one fold of 0..4
+    sizes = np.bincount(fold)
+    assert sizes.sum() == len(labels) and sizes.max() - sizes.min() <= 1
+    for c in range(10):
+        per_fold = np.bincount(fold[labels == c], minlength=5)
+        assert per_fold.max() - per_fold.min() <= 1
+    assert np.array_equal(fold, datasets.stratified_folds(labels, 5, seed=0))  # fixed by the seed
+    assert not np.array_equal(fold, datasets.stratified_folds(labels, 5, seed=1))
+
+
+def test_load_train_npz_leaves_out_exactly_the_held_out_fold(tmp_path):
+    path = write_npz(tmp_path / "real.npz", 40)
+    full = load_npz(path)
+    fold = datasets.stratified_folds(full.labels, 4, seed=2)
+    seen = []
+    for f in range(4):
+        part = datasets.load_train_npz((str(path),), 10, folds=4, holdout=f, seed=2)
+        assert len(part) == int((fold != f).sum())
+        held = {full.images[i].tobytes() for i in np.flatnonzero(fold == f)}
+        assert not held & {img.tobytes() for img in part.images}
+        seen.append(held)
+    assert set().union(*seen) == {img.tobytes() for img in full.images}
+    both = datasets.load_train_npz((str(path), str(write_npz(tmp_path / "more.npz", 6, seed=1))), 10)
+    assert len(both) == 46

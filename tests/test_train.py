@@ -15,14 +15,15 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from model.checkpoint import load_checkpoint
-from official_formats import CIFAR10_TEST_NAMES, run_cli, write_cifar10, write_cifar100, write_svhn
-from train import cli, loop
+from official_formats import CIFAR10_TEST_NAMES, run_cli, write_cifar10, write_cifar100, write_npz, write_svhn
+from train import cli, engine, loop
 from train.config import TrainConfig
-from train.engine import EpochSampler
+from train.engine import EpochSampler, MixedEpochSampler
 from train.logs import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -358,3 +359,79 @@ def test_epoch_sampler_shards_cover_every_index_and_skip_resumes():
     assert list(sampler) == full[4:] and len(sampler) == 6
     sampler.set_epoch(1)
     assert list(sampler) != full and sorted(sampler) == list(range(10))
+
+
+def test_mixed_sampler_puts_the_asked_share_of_extra_images_in_every_batch():
+    sampler = MixedEpochSampler(n_base=100, n_extra=7, weight=0.25, batch_size=16, seed=0)
+    indices = list(sampler)
+    assert len(indices) == len(sampler) == 6 * 16  # 100 // 16 steps, as without the extra images
+    for b in range(6):
+        batch = indices[b * 16:(b + 1) * 16]
+        assert sum(i >= 100 for i in batch) == 4  # 0.25 x 16 from ConcatDataset([base, extra])
+    assert len(set(i for i in indices if i < 100)) == 72  # no base image twice in an epoch
+    assert set(i for i in indices if i >= 100) == set(range(100, 107))  # the extra ones cycle
+    sampler.set_epoch(0, skip=32)
+    assert list(sampler) == indices[32:]  # resumes mid-epoch
+
+
+def test_train_npz_images_join_the_batches_and_the_description(tmp_path):
+    write_svhn(tmp_path / "data", n_train=40, n_test=8)
+    npz = write_npz(tmp_path / "real.npz", 20)
+    cfg = _svhn_config(tmp_path / "data", train_npz=(str(npz),), train_npz_weight=0.5, folds=4, holdout_fold=1)
+    run = loop.Run(cfg, tmp_path / "run")
+    assert len(run.train_loader.dataset) == 32 + 15  # 40 - 8 validation; 20 less one fold of 5
+    x, _ = next(iter(run.train_loader))
+    assert x.shape == (16, 3, 32, 32) and run.sampler.per_batch == 8
+    assert "15 labelled images of real.npz (fold 1 of 4" in run.dataset_description
+
+
+def test_bad_train_npz_exits_2_naming_the_file(svhn_run, tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((4, 32, 32, 3), np.uint8), y=np.array([0, 1, 2, 12]))
+    code, _, err = run_cli(["-d", "svhn", "--data-dir", svhn_run / "data", "--out", tmp_path / "run",
+                            "--epochs", "1", "--val-size", "8", "--train-npz", bad, *TINY], capsys)
+    assert code == 2 and "bad.npz: labels must lie in 0..9" in err and not (tmp_path / "run").exists()
+
+
+def test_cpu_bf16_autocast_is_the_default_where_the_cpu_has_it_and_falls_back(monkeypatch):
+    rt = engine.setup_runtime("cpu", amp=True)
+    assert rt.amp_dtype == (torch.bfloat16 if engine.cpu_has_bf16() else None)
+    assert engine.setup_runtime("cpu", amp=False).amp_dtype is None  # --no-amp
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: (_ for _ in ()).throw(RuntimeError))
+    assert engine.cpu_has_bf16() is False and engine.setup_runtime("cpu", amp=True).amp_dtype is None
+
+
+def test_a_training_step_runs_under_cpu_bf16_autocast():
+    from model.networks import ArchConfig, build_network
+    rt = engine.Runtime(torch.device("cpu"), torch.bfloat16)
+    torch.manual_seed(0)
+    net = build_network(ArchConfig("wrn", 10, 1)).to(memory_format=rt.memory_format)
+    before = [p.detach().clone() for p in net.parameters()]
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    batches = [(torch.randn(8, 3, 32, 32), torch.randint(10, (8,)))]
+    stats = engine.train_one_epoch(net, batches, opt, torch.amp.GradScaler("cpu", enabled=False), rt)
+    assert stats["train_images"] == 8 and np.isfinite(stats["train_loss"])
+    assert all(p.dtype == torch.float32 for p in net.parameters())  # weights stay fp32
+    assert all(not torch.equal(a, p) for a, p in zip(before, net.parameters()) if p.requires_grad)
+
+
+def test_cross_validation_trains_a_run_per_fold_and_one_without(tmp_path, capsys):
+    write_svhn(tmp_path / "data", n_train=40, n_test=8)
+    npz = write_npz(tmp_path / "real.npz", 30)
+    argv = ["-d", "svhn", "--data-dir", tmp_path / "data", "--out", tmp_path / "cv", "--epochs", "1",
+            "--val-size", "8", "--dropout", "0.3", "--folds", "3", "--train-npz-weight", "0.5",
+            "--cross-validate", npz, *TINY]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "cv").iterdir()) == ["crossval.json", "fold-0", "fold-1", "fold-2", "no-real"]
+    result = json.loads((tmp_path / "cv" / "crossval.json").read_text())
+    assert [r["images"] for r in result["folds"]] == [10, 10, 10]
+    assert "3-fold cross-validation on real.npz (30 images)" in out and "without real" in out
+    assert "fold 2 of 3" in load_checkpoint(tmp_path / "cv" / "fold-2" / "last.pt")["dataset"]
+    assert "real.npz" not in load_checkpoint(tmp_path / "cv" / "no-real" / "last.pt")["dataset"]
+    code, out2, _ = run_cli([*argv, "--final"], capsys)  # again: the runs have finished, so it only scores them
+    assert code == 0 and out2.splitlines()[-2] == out.splitlines()[-1]
+    final = load_checkpoint(tmp_path / "cv" / "all" / "final.pt")
+    assert "training_state" not in final and "30 labelled images of real.npz" in final["dataset"]
+    assert final["metrics"]["crossval_accuracy"]["value"] == result["with"]
+    assert "3-fold cross-validation on real.npz" in final["metrics"]["crossval_accuracy"]["data"]

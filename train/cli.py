@@ -52,7 +52,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for data split, order, init and dropout")
     p.add_argument("--workers", type=int, default=None, help="data-loading processes (default: 4 on GPU, 0 on CPU)")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N or mps")
-    p.add_argument("--no-amp", dest="amp", action="store_false", help="full fp32 on CUDA (default: bf16/fp16 autocast)")
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="full fp32 (default: bf16 autocast on CUDA and on CPUs with native bf16, fp16 on older GPUs)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
     p.add_argument("--out", default=None, help="run folder (default: checkpoints/<dataset>-<arch>/)")
     p.add_argument("--resume", default=None, metavar="PATH",
@@ -63,6 +63,20 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "schedule: fine-tuning")
     p.add_argument("--eval-npz", default=None, metavar="NPZ",
                    help="labelled images (x uint8 NHWC, y) to report each epoch or evaluate on; never trained on")
+    p.add_argument("--train-npz", nargs="+", default=[], metavar="NPZ",
+                   help="labelled images (x uint8 (N, H, W, 3), y int64 (N,)) to add to the training batches, "
+                        "with photo augmentation (small affine, colour, channel shuffle, inversion)")
+    p.add_argument("--train-npz-weight", type=float, default=0.25, metavar="FRACTION",
+                   help="fraction of every batch drawn from --train-npz (an epoch keeps its step count)")
+    p.add_argument("--cross-validate", default=None, metavar="NPZ",
+                   help="k-fold cross-validation: train --folds runs, each with the other folds of NPZ in its "
+                        "batches (at --train-npz-weight), score each on its held-out fold, beside one run "
+                        "of the same protocol without NPZ; run it again to resume")
+    p.add_argument("--folds", type=int, default=5, help="--cross-validate: folds, stratified by label")
+    p.add_argument("--fold-seed", type=int, default=0, help="--cross-validate: seed that deals the folds")
+    p.add_argument("--final", action="store_true",
+                   help="--cross-validate: then train the same protocol on all of NPZ into OUT/all/ and write "
+                        "OUT/all/final.pt, its last weights with the cross-validated accuracy in its metrics")
     p.add_argument("--evaluate", default=None, metavar="CKPT", help="evaluate CKPT and exit")
     p.add_argument("--record", default=None, metavar="NAME",
                    help="with --evaluate: store the accuracy in the checkpoint's metrics under NAME")
@@ -87,6 +101,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     values["eval_npz"] = args.eval_npz or ""
     values["out"] = args.out or ""
     values["init"] = args.init or ""
+    values["train_npz"] = tuple(args.train_npz or ())
     cfg = TrainConfig(**values)
     from train.loop import arch_config
     arch_config(cfg, 10)  # validate the architecture before any data is loaded
@@ -107,6 +122,17 @@ def main(argv: list[str] | None = None) -> int:
         from train.loop import Interrupted, fit
         cfg = build_config(args)
         try:
+            if args.cross_validate:
+                from pathlib import Path
+
+                from train.crossval import cross_validate, format_crossval, train_final
+                if not cfg.out:
+                    raise ValueError("--cross-validate needs --out FOLDER (one sub-folder per run).")
+                result = cross_validate(cfg, args.cross_validate, Path(cfg.out))
+                print(format_crossval(result))
+                if args.final:
+                    print(f"final model: {train_final(cfg, args.cross_validate, Path(cfg.out), result)}")
+                return 0
             metrics = fit(cfg, cfg.out or None, args.resume, epochs=args.epochs)
         except Interrupted as e:
             print(f"\n{e}", file=sys.stderr)

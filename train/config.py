@@ -41,6 +41,11 @@ class TrainConfig:
     out: str = ""
     init: str = ""  # checkpoint whose weights the run starts from (fine-tuning), "" for random
     eval_npz: str = ""  # extra data reported each epoch, never used for selection
+    train_npz: tuple[str, ...] = ()  # labelled .npz images added to the training batches
+    train_npz_weight: float = 0.25  # fraction of every batch drawn from train_npz
+    folds: int = 5  # cross-validation: stratified folds of the train_npz images
+    fold_seed: int = 0
+    holdout_fold: int = -1  # the fold of train_npz left out of training (-1: none)
 
     def __post_init__(self):
         checks = [
@@ -57,6 +62,11 @@ class TrainConfig:
             (self.synth_size >= 1, f"Invalid --synth-size {self.synth_size}: it must be >= 1."),
             (self.mix_synthetic >= 0, f"Invalid --mix-synthetic {self.mix_synthetic}: it must be >= 0."),
             (self.workers >= 0, f"Invalid --workers {self.workers}: it must be >= 0."),
+            (0 < self.train_npz_weight < 1,
+             f"Invalid --train-npz-weight {self.train_npz_weight}: it must be in (0, 1)."),
+            (self.folds >= 2, f"Invalid --folds {self.folds}: it must be >= 2."),
+            (-1 <= self.holdout_fold < self.folds,
+             f"Invalid holdout fold {self.holdout_fold}: it must be -1 (none) or 0..{self.folds - 1}."),
         ]
         for ok, message in checks:
             if not ok:
@@ -66,4 +76,14 @@ class TrainConfig:
         d = asdict(self)
         d["milestones"] = list(self.milestones)
         d["synth_ablate"] = list(self.synth_ablate)
+        d["train_npz"] = list(self.train_npz)
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict, **overrides) -> "TrainConfig":
+        """The config stored in a checkpoint (lists back to tuples; keys older versions lacked take
+        their defaults), with ``overrides``."""
+        d = {**d, **overrides}
+        for name in ("milestones", "synth_ablate", "train_npz"):
+            d[name] = tuple(d.get(name, ()))
+        return cls(**d)

@@ -278,19 +278,69 @@ register(DatasetSpec(
     describe=_describe_synth))
 
 
-def load_npz(path: str | Path) -> ArrayDataset:
-    """A labelled image set stored as .npz: ``x`` uint8 (N, H, W, 3) and ``y`` int (N,).
+def load_npz(path: str | Path, num_classes: int | None = None) -> ArrayDataset:
+    """A labelled image set stored as .npz: ``x`` uint8 (N, H, W, 3) and ``y`` integer (N,).
+
+    Args:
+        path: the file.
+        num_classes: if given, every label must lie in [0, num_classes).
 
     Raises:
-        DataError: if the file is missing or holds other arrays.
+        DataError: one line naming the file, if it is missing or its arrays are not as above.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file.")
-    with np.load(path) as f:
-        if "x" not in f or "y" not in f:
-            raise DataError(f"{path}: expected arrays 'x' (N, H, W, 3) uint8 and 'y' (N,), found {', '.join(f.files)}.")
-        x, y = f["x"], f["y"]
-    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8 or len(x) != len(y):
+    try:
+        with np.load(path) as f:
+            if "x" not in f or "y" not in f:
+                raise DataError(f"{path}: expected arrays 'x' (N, H, W, 3) uint8 and 'y' (N,), "
+                                f"found {', '.join(f.files) or 'none'}.")
+            x, y = f["x"], f["y"]
+    except (OSError, ValueError) as e:  # not a zip, truncated, pickled objects
+        raise DataError(f"{path}: not a readable .npz file ({e}).") from None
+    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8 or y.ndim != 1 or len(x) != len(y):
         raise DataError(f"{path}: 'x' must be uint8 (N, H, W, 3) and 'y' (N,); got {x.dtype} {x.shape} and {y.shape}.")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: 'y' must hold integer labels; got {y.dtype}.")
+    if num_classes is not None and len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise DataError(f"{path}: labels must lie in 0..{num_classes - 1}; found {y.min()} to {y.max()}.")
     return ArrayDataset(x, y)
+
+
+def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """The fold (0..k-1) of every image: each class shuffled with ``seed`` and dealt round-robin.
+
+    Folds are disjoint, cover every image, and hold each class in sizes that differ by at most one;
+    the dealing continues from class to class, so fold sizes differ by at most one as well.
+    """
+    if k < 2:
+        raise ValueError(f"Invalid --folds {k}: it must be >= 2.")
+    labels = np.asarray(labels)
+    fold = np.empty(len(labels), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    start = 0
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        fold[members] = (start + np.arange(len(members))) % k
+        start += len(members)
+    return fold
+
+
+def load_train_npz(paths: tuple[str, ...], num_classes: int, folds: int = 0, holdout: int = -1,
+                   seed: int = 0) -> ArrayDataset:
+    """Labelled images from ``.npz`` files for training, concatenated; optionally without one fold.
+
+    Args:
+        paths: the files (each as ``load_npz`` reads it; all the same image size).
+        folds, holdout, seed: with ``holdout >= 0``, leave out fold ``holdout`` of the first
+            file's ``stratified_folds(labels, folds, seed)`` (cross-validation).
+    """
+    parts = [load_npz(p, num_classes) for p in paths]
+    if holdout >= 0:  # cross-validation holds out a fold of the first file (the one validated on)
+        keep = stratified_folds(parts[0].labels, folds, seed) != holdout
+        parts[0] = ArrayDataset(parts[0].images[keep], parts[0].labels[keep])
+    sizes = {p.images.shape[1:3] for p in parts}
+    if len(sizes) > 1:
+        raise DataError(f"{', '.join(map(str, paths))}: images of different sizes {sorted(sizes)}; give files of one size.")
+    return ArrayDataset(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]))

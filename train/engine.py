@@ -85,7 +85,32 @@ def setup_runtime(device_name: str, amp: bool) -> Runtime:
     if amp and device.type == "cuda":
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         torch.backends.cudnn.benchmark = True
+    elif amp and device.type == "cpu" and cpu_has_bf16():
+        amp_dtype = torch.bfloat16  # here 1.8 to 2.3x the fp32 training speed of WRN-16s (README, Benchmarks)
     return Runtime(device, amp_dtype, rank, world)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 convolutions natively (AVX-512 BF16 or AMX, through oneDNN).
+
+    Without it, CPU autocast to bf16 still runs but emulates the arithmetic and is slower than fp32,
+    so training stays in fp32 there.
+    """
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # an older or a non-oneDNN build
+        return False
+
+
+# For the few real photos added to a run (--train-npz): a digit stays a digit under a small affine
+# change, other colours and contrast, swapped channels and inverted polarity (SVHN plates come both
+# light-on-dark and dark-on-light), so each real crop stands for many.
+PHOTO_AUGMENT = T.Compose([
+    T.RandomAffine(degrees=8, translate=(0.08, 0.08), scale=(0.9, 1.1), shear=8),
+    T.ColorJitter(brightness=0.3, contrast=0.4, saturation=0.4, hue=0.05),
+    T.RandomChannelPermutation(),
+    T.RandomInvert(p=0.2),
+])
 
 
 class ImageTransform:
@@ -95,10 +120,12 @@ class ImageTransform:
     Cutout (DeVries & Taylor 2017) zeroes one random square of the normalised image.
     """
 
-    def __init__(self, size, mean, std, augment: bool = False, cutout: int = 0):
+    def __init__(self, size, mean, std, augment: bool = False, cutout: int = 0, photo: bool = False):
         self.size, self.mean, self.std, self.cutout = tuple(size), tuple(mean), tuple(std), cutout
         self.augment = T.Compose([T.RandomCrop(self.size, padding=4, padding_mode="reflect"),
                                   T.RandomHorizontalFlip()]) if augment else None
+        if photo:
+            self.augment = PHOTO_AUGMENT
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         if self.augment is not None:
@@ -150,6 +177,40 @@ class EpochSampler(Sampler):
 
     def __len__(self) -> int:
         return -(-self.n // self.world_size) - self.skip
+
+
+class MixedEpochSampler(EpochSampler):
+    """Batches in which ``weight`` of the images come from a second, small data set.
+
+    The indices address ``ConcatDataset([base, extra])``. An epoch keeps the step count of the base
+    data alone (len(base) // batch_size full batches), so a run with and without the extra images
+    takes the same number of steps; each batch takes ``round(weight * batch_size)`` (at least one)
+    images from a stream of fresh permutations of ``extra`` and the rest from a permutation of
+    ``base``. Ranks take alternate batches. Fixed by (seed, epoch), and it can start part-way.
+    """
+
+    def __init__(self, n_base: int, n_extra: int, weight: float, batch_size: int, seed: int,
+                 rank: int = 0, world_size: int = 1):
+        super().__init__(n_base, seed, rank, world_size)
+        self.n_extra, self.batch_size = n_extra, batch_size
+        self.per_batch = min(batch_size - 1, max(1, round(weight * batch_size)))
+        self.batches = max(1, n_base // batch_size)
+
+    def _indices(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        k, n_batches = self.per_batch, self.batches
+        base = torch.randperm(self.n, generator=g)
+        base = base.repeat(-(-(n_batches * (self.batch_size - k)) // self.n))  # tiny base: wrap around
+        extra = torch.cat([torch.randperm(self.n_extra, generator=g)
+                           for _ in range(-(-(n_batches * k) // self.n_extra))]) + self.n
+        out: list[int] = []
+        for b in range(self.rank, n_batches - (n_batches % self.world_size), self.world_size):
+            out += base[b * (self.batch_size - k):(b + 1) * (self.batch_size - k)].tolist()
+            out += extra[b * k:(b + 1) * k].tolist()
+        return out
+
+    def __len__(self) -> int:
+        return (self.batches // self.world_size) * self.batch_size - self.skip
 
 
 def make_loader(data: Dataset, batch_size: int, workers: int, rt: Runtime, sampler: Sampler | None = None,

@@ -16,14 +16,14 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from model.checkpoint import load_checkpoint, make_checkpoint, network_from_checkpoint, save_checkpoint
 from model.networks import ArchConfig, build_network, count_parameters
 from train.config import TrainConfig
-from train.datasets import DataRequest, DatasetSpec, get_dataset, load_npz
-from train.engine import (EpochSampler, ImageTransform, Runtime, Transformed, evaluate, make_loader,
-                          setup_runtime, train_one_epoch)
+from train.datasets import DataRequest, DatasetSpec, get_dataset, load_npz, load_train_npz
+from train.engine import (EpochSampler, ImageTransform, MixedEpochSampler, Runtime, Transformed, evaluate,
+                          make_loader, setup_runtime, train_one_epoch)
 from train.logs import append_metrics, plot_curves
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,15 @@ def split_validation(data: Dataset, val_size: int, seed: int) -> tuple[Dataset, 
 def arch_config(cfg: TrainConfig, num_classes: int) -> ArchConfig:
     return ArchConfig(cfg.arch, cfg.depth, cfg.width, cfg.dropout, cfg.shortcut, cfg.cardinality,
                       cfg.bottleneck_width, num_classes)
+
+
+def describe_train_npz(cfg: TrainConfig, n: int, per_batch: int) -> str:
+    """What the --train-npz images add to a run, for the checkpoint's data description."""
+    files = ", ".join(Path(p).name for p in cfg.train_npz)
+    held = (f" (fold {cfg.holdout_fold} of {cfg.folds} stratified folds, seed {cfg.fold_seed}, held out)"
+            if cfg.holdout_fold >= 0 else "")
+    return (f"plus {n:,} labelled images of {files}{held}, {per_batch} of every {cfg.batch_size}-image batch, "
+            f"with photo augmentation")
 
 
 def default_out_dir(cfg: TrainConfig, spec: DatasetSpec) -> Path:
@@ -102,9 +111,17 @@ class Run:
         train_part, val_part = split_validation(train_raw, cfg.val_size, cfg.seed)
         eval_tf = ImageTransform(spec.input_size, spec.mean, spec.std)
         train_tf = ImageTransform(spec.input_size, spec.mean, spec.std, cfg.augment, cfg.cutout)
+        train_data: Dataset = Transformed(train_part, train_tf)
         self.sampler = EpochSampler(len(train_part), cfg.seed, rt.rank, rt.world_size)
+        if cfg.train_npz:
+            extra = load_train_npz(cfg.train_npz, len(self.class_names), cfg.folds, cfg.holdout_fold, cfg.fold_seed)
+            photo_tf = ImageTransform(spec.input_size, spec.mean, spec.std, cutout=cfg.cutout, photo=True)
+            train_data = ConcatDataset([train_data, Transformed(extra, photo_tf)])
+            self.sampler = MixedEpochSampler(len(train_part), len(extra), cfg.train_npz_weight, cfg.batch_size,
+                                             cfg.seed, rt.rank, rt.world_size)
+            self.dataset_description += "; " + describe_train_npz(cfg, len(extra), self.sampler.per_batch)
         per_rank = len(self.sampler)
-        self.train_loader = make_loader(Transformed(train_part, train_tf), cfg.batch_size, cfg.workers, rt,
+        self.train_loader = make_loader(train_data, cfg.batch_size, cfg.workers, rt,
                                         self.sampler, drop_last=per_rank > cfg.batch_size)
         self.eval_loaders: dict[str, tuple[object, str]] = {}
         if val_part is not None:
@@ -238,10 +255,8 @@ def fit(cfg: TrainConfig, out_dir: Path | None = None, resume: str | Path | None
         if "training_state" not in ckpt:
             raise ValueError(f"{resume}: holds weights only (a best.pt); resume from the run's last.pt.")
         stored = ckpt["train_config"]
-        cfg = TrainConfig(**{**stored, "milestones": tuple(stored["milestones"]),
-                             "synth_ablate": tuple(stored.get("synth_ablate", ())),
-                             "workers": cfg.workers, "device": cfg.device,
-                             "epochs": epochs or stored["epochs"]})
+        cfg = TrainConfig.from_dict(stored, workers=cfg.workers, device=cfg.device,
+                                    epochs=epochs or stored["epochs"])
         if cfg.epochs < ckpt["epoch"]:
             raise ValueError(f"Invalid --epochs {cfg.epochs}: {resume} has already done {ckpt['epoch']} epochs.")
         out_dir = Path(resume).parent

@@ -1,0 +1,122 @@
+"""k-fold cross-validation of training on a small labelled image set (``--cross-validate NPZ``).
+
+The images of NPZ are dealt into k folds stratified by label and fixed by a seed. For each fold, one
+run (the configuration given, typically a fine-tune with ``--init``) trains with the other k-1
+folds mixed into its batches, and is scored on the fold it never saw. One more run follows the same
+protocol without any NPZ images (same steps, all from the base data) and is scored on every fold:
+the baseline the real images must beat (other ``--train-npz`` files, if given, stay in both). Each run lives in its own folder under the output folder
+and is resumed, or skipped when finished, by running the same command again. Models are scored
+with the weights of their last epoch, in fp32, as ``--evaluate`` scores.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.checkpoint import load_checkpoint, network_from_checkpoint, save_checkpoint
+from train.config import TrainConfig
+from train.datasets import ArrayDataset, get_dataset, load_npz, stratified_folds
+from train.engine import ImageTransform, Transformed, make_loader, setup_runtime, to_device
+from train.loop import fit
+
+log = logging.getLogger(__name__)
+
+
+def train_or_resume(cfg: TrainConfig, out_dir: Path) -> Path:
+    """Train ``cfg`` into ``out_dir``, resume it there, or do nothing if it has finished. Returns last.pt."""
+    last = out_dir / "last.pt"
+    if not last.exists():
+        fit(cfg, out_dir)
+    else:
+        ckpt = load_checkpoint(last)
+        if ckpt["epoch"] < cfg.epochs or ckpt["training_state"]["batches_done"]:
+            log.info("resuming %s", last)
+            fit(cfg, resume=last, epochs=cfg.epochs)
+        else:
+            log.info("%s has finished its %d epochs: scoring it", last, cfg.epochs)
+    return last
+
+
+@torch.inference_mode()
+def correct_per_image(path: Path, data: ArrayDataset, device: str = "auto") -> np.ndarray:
+    """1 for every image of ``data`` the checkpoint at ``path`` reads right, else 0 (fp32)."""
+    ckpt = load_checkpoint(path)
+    rt = setup_runtime(device, amp=False)
+    net = network_from_checkpoint(ckpt, path).to(rt.device).eval()
+    transform = ImageTransform(ckpt["input_size"], ckpt["mean"], ckpt["std"])
+    hits = []
+    for x, y in make_loader(Transformed(data, transform), 256, 0, rt):
+        x, y = to_device(x, y, rt)
+        hits.append((net(x).argmax(1) == y).cpu().numpy())
+    return np.concatenate(hits).astype(int)
+
+
+def cross_validate(cfg: TrainConfig, npz: str, out_dir: Path) -> dict:
+    """Train cfg.folds runs with NPZ's other folds in their batches and one without; score each fold.
+
+    Returns:
+        {"folds": [{"fold", "images", "with", "without"}...], "with", "without" (pooled accuracy
+        over all images, each scored by the run that never saw it), "mean_with", "mean_without"
+        (mean of the fold accuracies), "protocol"}; also written to ``out_dir/crossval.json``.
+    """
+    data = load_npz(npz, get_dataset(cfg.dataset).num_classes)
+    fold_of = stratified_folds(data.labels, cfg.folds, cfg.fold_seed)
+    hits_with, hits_without = np.zeros(len(data), int), np.zeros(len(data), int)
+    held = [np.flatnonzero(fold_of == f) for f in range(cfg.folds)]
+    for f, idx in enumerate(held):  # the runs with real images first: they are the point
+        fold_dir = out_dir / f"fold-{f}"
+        last = train_or_resume(replace(cfg, train_npz=(npz, *cfg.train_npz), holdout_fold=f, out=str(fold_dir)), fold_dir)
+        hits_with[idx] = correct_per_image(last, ArrayDataset(data.images[idx], data.labels[idx]), cfg.device)
+        log.info("fold %d: %.4f with the other folds' images", f, hits_with[idx].mean())
+    base = replace(cfg, holdout_fold=-1)
+    baseline = train_or_resume(replace(base, train_npz=cfg.train_npz, out=str(out_dir / "no-real")), out_dir / "no-real")
+    hits_without[:] = correct_per_image(baseline, data, cfg.device)
+    rows = [{"fold": f, "images": len(idx), "with": float(hits_with[idx].mean()),
+             "without": float(hits_without[idx].mean())} for f, idx in enumerate(held)]
+    result = {"npz": str(npz), "images": len(data), "folds": rows,
+              "with": float(hits_with.mean()), "without": float(hits_without.mean()),
+              "mean_with": float(np.mean([r["with"] for r in rows])),
+              "mean_without": float(np.mean([r["without"] for r in rows])),
+              "protocol": base.to_dict()}
+    (out_dir / "crossval.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def train_final(cfg: TrainConfig, npz: str, out_dir: Path, result: dict) -> Path:
+    """Train the cross-validated protocol on every image of NPZ into ``out_dir/all``; write
+    ``final.pt`` there: its last epoch's weights (as the folds were scored) carrying the
+    cross-validated accuracy. Returns its path.
+    """
+    last = train_or_resume(replace(cfg, train_npz=(npz, *cfg.train_npz), holdout_fold=-1,
+                                   out=str(out_dir / "all")), out_dir / "all")
+    ckpt = load_checkpoint(last)
+    ckpt.pop("training_state", None)
+    k, n = len(result["folds"]), result["images"]
+    ckpt["metrics"]["crossval_accuracy"] = {
+        "value": result["with"],
+        "data": (f"{k}-fold cross-validation on {Path(npz).name} ({n} images; folds stratified by label, "
+                 f"seed {cfg.fold_seed}): each image scored by a run of this protocol that never saw its fold; "
+                 f"mean of the folds {result['mean_with']:.4f}; the same protocol without them "
+                 f"{result['without']:.4f}. This model itself trained on all {n}."),
+    }
+    path = out_dir / "all" / "final.pt"
+    save_checkpoint(ckpt, path)
+    return path
+
+
+def format_crossval(result: dict) -> str:
+    """The per-fold table and the means, as text."""
+    n = result["images"]
+    lines = [f"{len(result['folds'])}-fold cross-validation on {Path(result['npz']).name} ({n} images): "
+             f"each fold scored by a run that never saw it",
+             f"{'fold':>6} {'images':>7} {'with real':>10} {'without real':>13}"]
+    lines += [f"{r['fold']:>6} {r['images']:>7} {r['with']:>10.4f} {r['without']:>13.4f}" for r in result["folds"]]
+    lines.append(f"{'mean':>6} {'':>7} {result['mean_with']:>10.4f} {result['mean_without']:>13.4f}")
+    lines.append(f"{'all':>6} {n:>7} {result['with']:>10.4f} {result['without']:>13.4f}   "
+                 f"({round(result['with'] * n)}/{n} and {round(result['without'] * n)}/{n})")
+    return "\n".join(lines)
