@@ -228,6 +228,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _export_if_needed(*checkpoints: str) -> None:
+    """Export each checkpoint's ONNX file if it is missing or stale (this alone imports torch)."""
+    from model.inference import onnx_is_current
+
+    for ckpt in checkpoints:
+        if not onnx_is_current(ckpt):
+            from model.checkpoint import CheckpointError
+            from model.export import export_onnx
+            from model.inference import ModelLoadError
+
+            try:
+                export_onnx(ckpt)
+            except CheckpointError as e:
+                raise ModelLoadError(str(e)) from e
+
+
 def main(argv: list[str] | None = None) -> int:
     from model.inference import ModelLoadError, load_reader
 
@@ -242,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
     try:
+        if args.backend != "torch":
+            _export_if_needed(args.checkpoint, args.localiser)
         reader = load_reader(args.checkpoint, args.localiser, args.backend)
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
