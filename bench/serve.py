@@ -246,12 +246,15 @@ def sample_jpeg() -> bytes:
     return buffer.getvalue()
 
 
-def launch_gunicorn(ckpt: str | Path, workers: int, threads: int,
-                    stderr=subprocess.DEVNULL) -> tuple[subprocess.Popen, int]:
-    """Start ``main-flask.py`` (gunicorn) on a free port, without waiting for it: (process, port)."""
+def launch_gunicorn(ckpt: str | Path, workers: int, threads: int, stderr=subprocess.DEVNULL,
+                    extra: list[str] | tuple[str, ...] = ()) -> tuple[subprocess.Popen, int]:
+    """Start ``main-flask.py`` (gunicorn) on a free port, without waiting for it: (process, port).
+
+    ``extra``: more command-line arguments (``["--upload-timeout", "3"]``).
+    """
     port = free_port()
     proc = subprocess.Popen([sys.executable, "main-flask.py", "--checkpoint", str(ckpt), "--port", str(port),
-                             "--workers", str(workers), "--threads", str(threads)], cwd=REPO,
+                             "--workers", str(workers), "--threads", str(threads), *extra], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=stderr)
     return proc, port
 
