@@ -62,7 +62,8 @@ def main(argv=None) -> int:
         print(f"error: {', '.join(bad)}: must be > 0.", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    limits = Limits(args.header_timeout, args.upload_timeout, args.min_upload_rate, args.keepalive, args.max_connections)
+    limits = Limits(header_timeout_s=args.header_timeout, upload_timeout_s=args.upload_timeout,
+                    min_upload_rate=args.min_upload_rate, keepalive_s=args.keepalive, max_connections=args.max_connections)
     cfg = ServeConfig(args.host, args.port, args.checkpoint, args.workers, args.threads, args.backend,
                       args.dev, args.debug, args.front_end, limits)
     try:

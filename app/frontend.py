@@ -8,7 +8,7 @@ answer back. Waiting connections cost a socket and a few kilobytes, not a thread
 Apache's mod_reqtimeout and nginx's client timeouts:
 
 - headers within ``header_timeout_s`` of the connection opening (or of the first byte of a
-  keep-alive request); a body at ``min_upload_rate`` bytes/s on average after ``UPLOAD_GRACE_S``,
+  keep-alive request); a body at ``min_upload_rate`` bytes/s on average after ``upload_grace_s``,
   and whole within ``upload_timeout_s``; past either the client gets a 408 JSON error and the
   connection is closed;
 - an idle keep-alive connection is closed after ``keepalive_s``;
@@ -62,9 +62,10 @@ class Limits:
     keepalive_s: float = KEEPALIVE_S
     max_connections: int = MAX_CONNECTIONS
     max_queued: int = MAX_QUEUED
+    upload_grace_s: float = UPLOAD_GRACE_S
 
     def __post_init__(self):
-        for name in ("header_timeout_s", "upload_timeout_s", "min_upload_rate", "keepalive_s"):
+        for name in ("header_timeout_s", "upload_timeout_s", "min_upload_rate", "keepalive_s", "upload_grace_s"):
             assert getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}"
         assert self.max_connections >= 1 and self.max_queued >= 0, f"bad capacity in {self}"
 
@@ -137,10 +138,11 @@ def wsgi_environ(request: h11.Request, body: bytes, content_length: int, server:
         "wsgi.run_once": False, "wsgi.input_terminated": True,
     }
     for name, value in request.headers:       # h11 gives lower-case names
-        key = name.decode("latin-1").upper()
-        if "_" in key or key in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):   # no spoofed CGI names; body is de-framed
+        if b"_" in name:                          # X_Forwarded_For could pose as X-Forwarded-For
             continue
-        key = key.replace("-", "_")
+        key = name.decode("latin-1").upper().replace("-", "_")
+        if key in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):   # the body is de-framed: its length is above
+            continue
         key = key if key == "CONTENT_TYPE" else f"HTTP_{key}"
         value = value.decode("latin-1")
         environ[key] = f"{environ[key]},{value}" if key in environ else value
@@ -277,7 +279,8 @@ class FrontEnd:
             elif isinstance(event, h11.EndOfMessage):
                 return b"".join(chunks), received, True
             elif event is h11.NEED_DATA:
-                allowed = min(self.limits.upload_timeout_s, UPLOAD_GRACE_S + received / self.limits.min_upload_rate)
+                allowed = min(self.limits.upload_timeout_s,
+                              self.limits.upload_grace_s + received / self.limits.min_upload_rate)
                 conn.receive_data(await self._read(reader, start + allowed, "upload"))
             else:                                                # ConnectionClosed mid-body
                 raise ConnectionError("client closed during the upload")

@@ -87,6 +87,7 @@ class SlowClients:
 
     @property
     def still_open(self) -> list[SlowConnection]:
+        """Connections the server had not closed (when stopped: when the attack ended)."""
         return list(self._open.values())
 
     def _connect(self, kind: str, selector: selectors.BaseSelector) -> None:
@@ -206,15 +207,29 @@ def describe_slow(done: list[SlowConnection], still_open: list[SlowConnection]) 
     return "\n".join(lines)
 
 
-def attack(port: int, slow: int, seconds: float, body: bytes, ctype: str) -> tuple[NormalResult, NormalResult, NormalResult, str]:
-    """Normal requests before, during and after ``slow`` slow clients: three results and the slow side's story."""
-    before = normal_requests(port, body, ctype, 2.0)
+@dataclass
+class Attack:
+    """A normal client's requests before, during and after the slow clients, and the slow clients."""
+
+    before: NormalResult
+    during: NormalResult
+    after: NormalResult
+    slow: SlowClients
+
+    def story(self) -> str:
+        return (f"  normal client before: {self.before.summary()}\n  normal client during: {self.during.summary()}\n"
+                f"  normal client after:  {self.after.summary()}\n"
+                f"{describe_slow(self.slow.done, self.slow.still_open)}\n"
+                f"  {self.slow.connects} slow connects, {self.slow.refused} refused")
+
+
+def attack(port: int, slow: int, seconds: float, body: bytes, ctype: str, before_s: float = 2.0,
+           after_s: float = 3.0) -> Attack:
+    """Normal requests before, during and after ``seconds`` of ``slow`` slow clients."""
+    before = normal_requests(port, body, ctype, before_s)
     with SlowClients(port, slow, max_seconds=seconds + 30) as clients:
         during = normal_requests(port, body, ctype, seconds)
-        story = describe_slow(clients.done, clients.still_open)
-        story += f"\n  {clients.connects} connects, {clients.refused} refused"
-    after = normal_requests(port, body, ctype, 3.0)
-    return before, during, after, story
+    return Attack(before, during, normal_requests(port, body, ctype, after_s), clients)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -241,10 +256,8 @@ def main() -> None:
                 wait_ready(port, proc)
                 workers = wait_workers(proc, 2)
                 rss = {pid: rss_mb(pid) for pid in workers}
-                before, during, after, story = attack(port, args.slow, args.seconds, body, ctype)
-                print(f"front end {front_end}, {args.slow} slow clients for {args.seconds} s:")
-                print(f"  normal client before: {before.summary()}\n  normal client during: {during.summary()}\n"
-                      f"  normal client after:  {after.summary()}\n{story}")
+                result = attack(port, args.slow, args.seconds, body, ctype)
+                print(f"front end {front_end}, {args.slow} slow clients for {args.seconds} s:\n{result.story()}")
                 print(f"  workers {workers} -> {child_pids(proc.pid)}, RSS MB "
                       + ", ".join(f"{rss[p]:.1f} -> {rss_mb(p):.1f}" for p in workers if p in child_pids(proc.pid)), flush=True)
             finally:
