@@ -12,8 +12,8 @@ Apache's mod_reqtimeout and nginx's client timeouts:
   and whole within ``upload_timeout_s``; past either the client gets a 408 JSON error and the
   connection is closed;
 - an idle keep-alive connection is closed after ``keepalive_s``;
-- at most ``max_connections`` connections, and at most ``max_queued`` complete requests waiting for
-  a thread; past either, 503 JSON with ``Retry-After``.
+- at most ``max_connections`` connections, ``max_queued`` complete requests waiting for a thread
+  and ``max_buffered_bytes`` of uploads in memory; past any, 503 JSON with ``Retry-After``.
 
 A body longer than ``max_body_bytes`` is not read: the app gets the declared length and answers
 its own 413, and the connection is closed.
@@ -49,6 +49,7 @@ WRITE_TIMEOUT_S = 30.0           # a client that does not read its answer is dro
 LINGER_S = 1.0                   # after an error answer, read what the client still sends, then close
 MAX_HEADER_BYTES = 16 * 1024
 READ_BYTES = 64 * 1024
+MAX_BUFFERED_BYTES = 64 * 2**20  # uploads held in memory at once, per worker (worker goal: under 250 MB)
 FALLBACK_MAX_BODY_BYTES = 16 * 1024 * 1024   # for an app that sets no MAX_CONTENT_LENGTH
 
 
@@ -63,11 +64,16 @@ class Limits:
     max_connections: int = MAX_CONNECTIONS
     max_queued: int = MAX_QUEUED
     upload_grace_s: float = UPLOAD_GRACE_S
+    max_buffered_bytes: int = MAX_BUFFERED_BYTES
 
     def __post_init__(self):
         for name in ("header_timeout_s", "upload_timeout_s", "min_upload_rate", "keepalive_s", "upload_grace_s"):
             assert getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}"
         assert self.max_connections >= 1 and self.max_queued >= 0, f"bad capacity in {self}"
+
+
+class Busy(Exception):
+    """The worker cannot take this request now (503)."""
 
 
 class TooSlow(Exception):
@@ -166,6 +172,7 @@ class FrontEnd:
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="request")
         self.connections: set[asyncio.Task] = set()
         self.in_app = 0                # requests handed to the pool and not yet answered
+        self.buffered = 0              # body bytes held in memory
         self.requests = 0
         self.timeouts = 0              # connections closed for a missed deadline
         self.refused = 0               # 503s
@@ -210,12 +217,21 @@ class FrontEnd:
         try:
             while (request := await self._read_head(conn, reader, first)) is not None:
                 body, length, complete = await self._read_body(conn, reader, writer, request)
-                answer = await self._dispatch(wsgi_environ(request, body, length, server, peer))
-                await self._send(conn, writer, request, answer, keep_alive=complete)
-                if not complete or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                try:
+                    answer = await self._dispatch(wsgi_environ(request, body, length, server, peer))
+                    await self._send(conn, writer, request, answer, keep_alive=complete)
+                finally:
+                    self.buffered -= len(body)
+                if not complete:                      # the client may still be sending what was refused
+                    await self._linger(reader, writer)
+                    return
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     return
                 conn.start_next_cycle()
                 first = False
+        except Busy as e:
+            self.refused += 1
+            await self._fail(reader, writer, busy_answer(str(e)))
         except TooSlow as e:
             self.timeouts += 1
             await self._fail(reader, writer, json_answer(408, f"The request's {e.what} did not arrive in time. "
@@ -269,21 +285,28 @@ class FrontEnd:
             writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
         loop = asyncio.get_running_loop()
         start, received, chunks = loop.time(), 0, []
-        while True:
-            event = conn.next_event()
-            if isinstance(event, h11.Data):
-                chunks.append(event.data)
-                received += len(event.data)
-                if received > self.max_body_bytes:              # chunked and too long: stop reading
-                    return b"".join(chunks), received, False
-            elif isinstance(event, h11.EndOfMessage):
-                return b"".join(chunks), received, True
-            elif event is h11.NEED_DATA:
-                allowed = min(self.limits.upload_timeout_s,
-                              self.limits.upload_grace_s + received / self.limits.min_upload_rate)
-                conn.receive_data(await self._read(reader, start + allowed, "upload"))
-            else:                                                # ConnectionClosed mid-body
-                raise ConnectionError("client closed during the upload")
+        try:
+            while True:
+                event = conn.next_event()
+                if isinstance(event, h11.Data):
+                    chunks.append(event.data)
+                    received += len(event.data)
+                    self.buffered += len(event.data)
+                    if self.buffered > self.limits.max_buffered_bytes:
+                        raise Busy(f"{self.limits.max_buffered_bytes // 2**20} MB of uploads in progress")
+                    if received > self.max_body_bytes:          # chunked and too long: stop reading
+                        return b"".join(chunks), received, False
+                elif isinstance(event, h11.EndOfMessage):
+                    return b"".join(chunks), received, True
+                elif event is h11.NEED_DATA:
+                    allowed = min(self.limits.upload_timeout_s,
+                                  self.limits.upload_grace_s + received / self.limits.min_upload_rate)
+                    conn.receive_data(await self._read(reader, start + allowed, "upload"))
+                else:                                            # ConnectionClosed mid-body
+                    raise ConnectionError("client closed during the upload")
+        except BaseException:
+            self.buffered -= received                            # on success the caller gives it back
+            raise
 
     async def _dispatch(self, environ: dict) -> Answer:
         """The app's answer from one of its threads, or 503 when too many requests wait for one."""
@@ -329,13 +352,17 @@ class FrontEnd:
         head = [f"HTTP/1.1 {answer.status} {answer.reason}", *(f"{k}: {v}" for k, v in answer.headers),
                 f"Content-Length: {len(answer.body)}", "Connection: close", "", ""]
         writer.write("\r\n".join(head).encode("latin-1") + answer.body)
+        await self._linger(reader, writer)
+
+    async def _linger(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Send the answer and a FIN, then read and drop what the client still sends for ``LINGER_S``:
+        closing with unread bytes would reset the connection, and the client could lose the answer."""
         try:
             await self._drain(writer)
             if writer.can_write_eof():
                 writer.write_eof()
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + LINGER_S
+            deadline = asyncio.get_running_loop().time() + LINGER_S
             while await self._read(reader, deadline, "linger"):
                 pass
-        except (ConnectionError, asyncio.TimeoutError, TooSlow):
+        except (ConnectionError, TooSlow):
             pass

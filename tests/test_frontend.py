@@ -247,3 +247,30 @@ def test_stalled_clients_leave_the_only_thread_free_for_others():
         conn.close()
         for sock in stalled:
             sock.close()
+
+
+def test_head_gets_headers_without_a_body_and_the_connection_stays_usable():
+    with front_end() as (_, port, _):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=READ_TIMEOUT_S)
+        conn.request("HEAD", "/")
+        response = conn.getresponse()
+        assert response.status == 200 and response.read() == b""
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        assert response.status == 200 and json.loads(response.read())["REQUEST_METHOD"] == "GET"
+        conn.close()
+
+
+def test_past_the_memory_cap_an_upload_gets_503_json_with_retry_after():
+    limits = Limits(max_buffered_bytes=1500)
+    head = b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 900\r\nConnection: close\r\n\r\n"
+    with front_end(limits) as (front, port, _), raw(port, head + b"a" * 800) as held:
+        time.sleep(0.2)                                 # 800 bytes held, 100 to come
+        with raw(port, head + b"b" * 900) as sock:
+            status, headers, body = status_and_json(read_to_close(sock))
+        assert status == 503 and headers["retry-after"] == "1" and "MB of uploads" in body["error"]
+        held.sendall(b"a" * 100)
+        status, _, seen = status_and_json(read_to_close(held))
+        assert status == 200 and seen["body"] == "a" * 900
+        time.sleep(0.1)
+        assert front.buffered == 0
