@@ -9,14 +9,18 @@ import asyncio
 import http.client
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
 from app.frontend import FrontEnd, Limits
 
+REPO = Path(__file__).resolve().parent.parent
 MAX_BODY = 1000
 FAST = Limits(header_timeout_s=0.6, upload_timeout_s=0.8, upload_grace_s=0.4, min_upload_rate=1000,
               keepalive_s=0.5, max_connections=50, max_queued=4)
@@ -274,3 +278,11 @@ def test_past_the_memory_cap_an_upload_gets_503_json_with_retry_after():
         assert status == 200 and seen["body"] == "a" * 900
         time.sleep(0.1)
         assert front.buffered == 0
+
+
+@pytest.mark.parametrize("flag, value", [("--upload-timeout", "0"), ("--header-timeout", "-1"),
+                                         ("--min-upload-rate", "0"), ("--max-connections", "0")])
+def test_main_flask_refuses_a_limit_that_is_not_positive_in_one_line(flag, value):
+    done = subprocess.run([sys.executable, "main-flask.py", flag, value], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and flag in done.stderr and len(done.stderr.strip().splitlines()) == 1
