@@ -4,7 +4,8 @@ import logging
 import os
 import sys
 
-from app.frontend import HEADER_TIMEOUT_S, KEEPALIVE_S, MAX_CONNECTIONS, MIN_UPLOAD_BYTES_PER_S, UPLOAD_TIMEOUT_S, Limits
+from app.frontend import (HEADER_TIMEOUT_S, KEEPALIVE_S, MAX_CONNECTIONS, MIN_UPLOAD_BYTES_PER_S, UPLOAD_GRACE_S,
+                          UPLOAD_TIMEOUT_S, Limits)
 from app.server import (DEFAULT_FRONT_END, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_THREADS, DEFAULT_WORKERS, FRONT_ENDS,
                         ServeConfig, serve)
 from app.modelfile import DEFAULT_CHECKPOINT
@@ -40,7 +41,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--upload-timeout", type=float, default=env("upload_timeout", UPLOAD_TIMEOUT_S),
                    help="seconds for a whole upload to arrive, else 408 (default: %(default)s)")
     p.add_argument("--min-upload-rate", type=float, default=env("min_upload_rate", MIN_UPLOAD_BYTES_PER_S),
-                   help="bytes/s an upload must average after its first 5 s, else 408 (default: %(default)s)")
+                   help=f"bytes/s an upload must average after its first {UPLOAD_GRACE_S:g} s, else 408 (default: %(default)s)")
     p.add_argument("--keepalive", type=float, default=env("keepalive", KEEPALIVE_S),
                    help="seconds an idle keep-alive connection stays open (default: %(default)s)")
     p.add_argument("--max-connections", type=int, default=env("max_connections", MAX_CONNECTIONS),
