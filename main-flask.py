@@ -4,7 +4,10 @@ import logging
 import os
 import sys
 
-from app.server import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_THREADS, DEFAULT_WORKERS, ServeConfig, serve
+from app.frontend import (HEADER_TIMEOUT_S, KEEPALIVE_S, MAX_CONNECTIONS, MIN_UPLOAD_BYTES_PER_S, UPLOAD_GRACE_S,
+                          UPLOAD_TIMEOUT_S, Limits)
+from app.server import (DEFAULT_FRONT_END, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_THREADS, DEFAULT_WORKERS, FRONT_ENDS,
+                        ServeConfig, serve)
 from app.modelfile import DEFAULT_CHECKPOINT, DEFAULT_LOCALISER
 from model.inference import BACKENDS, DEFAULT_BACKEND, ModelLoadError
 
@@ -32,6 +35,20 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="request threads per worker, batched into one forward (default: %(default)s)")
     p.add_argument("--backend", default=env("backend", DEFAULT_BACKEND), choices=BACKENDS,
                    help="inference runtime (default: %(default)s)")
+    p.add_argument("--front-end", default=env("front_end", DEFAULT_FRONT_END), choices=FRONT_ENDS,
+                   help="buffered: an event loop reads each request in full, under the deadlines below, before a "
+                        "request thread runs it; gthread: gunicorn's threads read requests themselves (only behind "
+                        "a buffering proxy) (default: %(default)s)")
+    p.add_argument("--header-timeout", type=float, default=env("header_timeout", HEADER_TIMEOUT_S),
+                   help="seconds for a request's line and headers to arrive, else 408 (default: %(default)s)")
+    p.add_argument("--upload-timeout", type=float, default=env("upload_timeout", UPLOAD_TIMEOUT_S),
+                   help="seconds for a whole upload to arrive, else 408 (default: %(default)s)")
+    p.add_argument("--min-upload-rate", type=float, default=env("min_upload_rate", MIN_UPLOAD_BYTES_PER_S),
+                   help=f"bytes/s an upload must average after its first {UPLOAD_GRACE_S:g} s, else 408 (default: %(default)s)")
+    p.add_argument("--keepalive", type=float, default=env("keepalive", KEEPALIVE_S),
+                   help="seconds an idle keep-alive connection stays open (default: %(default)s)")
+    p.add_argument("--max-connections", type=int, default=env("max_connections", MAX_CONNECTIONS),
+                   help="open connections per worker; past it, 503 with Retry-After (default: %(default)s)")
     p.add_argument("--dev", action="store_true", help="Flask's development server instead of gunicorn")
     p.add_argument("--debug", action="store_true", help="with --dev: Flask debug mode (never on a public address)")
     return p
@@ -39,13 +56,21 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    if args.workers < 1 or args.threads < 1:
-        print(f"error: --workers and --threads must be >= 1 (got {args.workers}, {args.threads}).", file=sys.stderr)
+    if args.workers < 1 or args.threads < 1 or args.max_connections < 1:
+        print(f"error: --workers, --threads and --max-connections must be >= 1 (got {args.workers}, {args.threads}, "
+              f"{args.max_connections}).", file=sys.stderr)
+        return 2
+    timeouts = {"--header-timeout": args.header_timeout, "--upload-timeout": args.upload_timeout,
+                "--min-upload-rate": args.min_upload_rate, "--keepalive": args.keepalive}
+    if bad := [f"{name} {value}" for name, value in timeouts.items() if not value > 0]:
+        print(f"error: {', '.join(bad)}: must be > 0.", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limits = Limits(header_timeout_s=args.header_timeout, upload_timeout_s=args.upload_timeout,
+                    min_upload_rate=args.min_upload_rate, keepalive_s=args.keepalive, max_connections=args.max_connections)
     cfg = ServeConfig(host=args.host, port=args.port, checkpoint=args.checkpoint, localiser=args.localiser,
                       workers=args.workers, threads=args.threads, backend=args.backend, dev=args.dev,
-                      debug=args.debug)
+                      debug=args.debug, front_end=args.front_end, limits=limits)
     try:
         return serve(cfg)
     except ModelLoadError as e:

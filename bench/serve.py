@@ -5,8 +5,10 @@ each concurrency (1, 4, 16) a bounded-time load of the same JPEG against the gun
 against ``bench/plain_app.py`` (the seed's way), interleaved so that both see the same machine,
 and the resident memory of every serving process afterwards. Serves ``checkpoints/default.pt`` if
 it exists, else a randomly initialised WRN-16-4 made here (random weights time the same).
+``--also-gthread`` adds ``main-flask.py --front-end gthread`` (gunicorn's threaded worker, the
+front end before the buffered one) to the same interleaved rounds.
 
-    python bench/serve.py [--seconds 10] [--workers 2] [--threads 8] [--json out.json]
+    python bench/serve.py [--seconds 10] [--workers 2] [--threads 8] [--also-gthread] [--json out.json]
 """
 from __future__ import annotations
 
@@ -246,27 +248,39 @@ def sample_jpeg() -> bytes:
     return buffer.getvalue()
 
 
-def launch_gunicorn(ckpt: str | Path, workers: int, threads: int,
-                    stderr=subprocess.DEVNULL) -> tuple[subprocess.Popen, int]:
-    """Start ``main-flask.py`` (gunicorn) on a free port, without waiting for it: (process, port)."""
+def launch_gunicorn(ckpt: str | Path, workers: int, threads: int, stderr=subprocess.DEVNULL,
+                    extra: list[str] | tuple[str, ...] = ()) -> tuple[subprocess.Popen, int]:
+    """Start ``main-flask.py`` (gunicorn) on a free port, without waiting for it: (process, port).
+
+    ``extra``: more command-line arguments (``["--upload-timeout", "3"]``).
+    """
     port = free_port()
     proc = subprocess.Popen([sys.executable, "main-flask.py", "--checkpoint", str(ckpt), "--port", str(port),
-                             "--workers", str(workers), "--threads", str(threads)], cwd=REPO,
+                             "--workers", str(workers), "--threads", str(threads), *extra], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=stderr)
     return proc, port
 
 
-def start_servers(ckpt: Path, workers: int, threads: int) -> dict[str, tuple[subprocess.Popen, int]]:
-    """Start gunicorn (main-flask.py) and the plain app on free ports; wait until both answer."""
+def start_servers(ckpt: Path, workers: int, threads: int, also_gthread: bool = False) -> dict[str, tuple[subprocess.Popen, int]]:
+    """Start gunicorn (main-flask.py), the plain app and, if asked, main-flask.py with gunicorn's own
+    threaded worker (``gthread``, the front end before issue 14) on free ports; wait until all answer."""
     servers = {"gunicorn": launch_gunicorn(ckpt, workers, threads)}
+    if also_gthread:
+        servers["gthread"] = launch_gunicorn(ckpt, workers, threads, extra=["--front-end", "gthread"])
     port = free_port()
     servers["plain"] = (subprocess.Popen([sys.executable, "bench/plain_app.py", "--checkpoint", str(ckpt),
                                           "--port", str(port)], cwd=REPO,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), port)
     for proc, port in servers.values():
         wait_ready(port, proc)
-    wait_workers(servers["gunicorn"][0], workers)
+    for name in gunicorns(servers):
+        wait_workers(servers[name][0], workers)
     return servers
+
+
+def gunicorns(names) -> list[str]:
+    """The servers that are main-flask.py (all but the plain app)."""
+    return [name for name in names if name != "plain"]
 
 
 def report(results: dict, bare: dict, memory: dict, workers: int, threads: int) -> None:
@@ -276,14 +290,15 @@ def report(results: dict, bare: dict, memory: dict, workers: int, threads: int) 
     print(f"gunicorn: {workers} worker(s) x {threads} threads, ONNX Runtime, micro-batching; plain: Flask threaded, torch")
     print(f"{'server':9} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} {'p50/forward':>11} {'CPU ms/req':>10}")
     for c in CONCURRENCIES:
-        for name in ("gunicorn", "plain"):
+        for name in results["servers"]:
             r = results[name][c]
-            forward = bare["onnx"] if name == "gunicorn" else bare["torch"]
+            forward = bare["torch"] if name == "plain" else bare["onnx"]
             print(f"{name:9} {c:>4} {r['rps']:>8.1f} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} "
                   f"{r['errors']:>6} {r['p50_ms'] / forward:>10.1f}x {r['cpu_ms_per_request']:>10.2f}")
     for c in CONCURRENCIES:
-        print(f"concurrency {c}: gunicorn/plain requests/s = {results['gunicorn'][c]['rps'] / results['plain'][c]['rps']:.2f}x, "
-              f"p50 {results['gunicorn'][c]['p50_ms']:.2f} vs {results['plain'][c]['p50_ms']:.2f} ms")
+        for name in gunicorns(results["servers"]):
+            print(f"concurrency {c}: {name}/plain requests/s = {results[name][c]['rps'] / results['plain'][c]['rps']:.2f}x, "
+                  f"p50 {results[name][c]['p50_ms']:.2f} vs {results['plain'][c]['p50_ms']:.2f} ms")
     print("resident memory (MB): " + ", ".join(f"{k} {v}" for k, v in memory.items()))
 
 
@@ -293,6 +308,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=10.0, help="load duration per point (default: %(default)s)")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="gunicorn workers (default: %(default)s)")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="request threads per worker (default: %(default)s)")
+    p.add_argument("--also-gthread", action="store_true",
+                   help="also measure main-flask.py --front-end gthread (gunicorn's threaded worker), interleaved")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     return p
 
@@ -308,8 +325,9 @@ def main() -> None:
         intra = default_threads(args.workers)
         bare = bare_forward_ms(ckpt, intra)
         body, ctype = multipart(sample_jpeg())
-        servers = start_servers(ckpt, args.workers, args.threads)
-        results: dict = {"checkpoint": str(ckpt), "intra_op_threads": intra, "gunicorn": {}, "plain": {}}
+        servers = start_servers(ckpt, args.workers, args.threads, args.also_gthread)
+        results: dict = {"checkpoint": str(ckpt), "intra_op_threads": intra, "servers": list(servers),
+                         **{name: {} for name in servers}}
         try:
             for c in CONCURRENCIES:
                 for name, (_, port) in servers.items():
@@ -327,9 +345,11 @@ def main() -> None:
                     merged.cpu_ms_per_request = round(cpu[name] * 1000 / max(1, merged.requests), 2)
                     results[name][c] = merged.figures()
                     print(f"{name:9} c={c:<3} {results[name][c]}", flush=True)
-            master = servers["gunicorn"][0].pid
-            memory = {f"gunicorn worker {pid}": round(rss_mb(pid), 1) for pid in child_pids(master)}
-            memory["gunicorn master"] = round(rss_mb(master), 1)
+            memory = {}
+            for name in gunicorns(servers):
+                master = servers[name][0].pid
+                memory.update({f"{name} worker {pid}": round(rss_mb(pid), 1) for pid in child_pids(master)})
+                memory[f"{name} master"] = round(rss_mb(master), 1)
             memory["plain app"] = round(rss_mb(servers["plain"][0].pid), 1)
         finally:
             for proc, _ in servers.values():
