@@ -41,7 +41,7 @@ OTHER_MAX_IOU = 0.3      # detections overlapping the main one more than this ar
 # (zoom, shift x, shift y) of each view: zoom scales the square, shifts are fractions of its side.
 VIEWS: tuple[tuple[float, float, float], ...] = ((1.0, 0.0, 0.0), (1.15, 0.0, 0.0), (0.9, 0.0, 0.0),
                                                  (1.0, -0.06, 0.0), (1.0, 0.06, 0.0))
-NO_DIGIT = "No digit was found in the picture. Try a closer photo, or drag a box around the digit."
+NO_DIGIT = "No digit was found in the picture."
 
 Box = tuple[float, float, float, float]
 
