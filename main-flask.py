@@ -28,7 +28,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=env("threads", DEFAULT_THREADS),
                    help="request threads per worker, batched into one forward (default: %(default)s)")
     p.add_argument("--backend", default=env("backend", DEFAULT_BACKEND), choices=BACKENDS,
-                   help="inference runtime (default: %(default)s)")
+                   help="inference runtime: onnx serves the int8 model when it passed its accuracy check, "
+                        "else fp32; onnx-fp32 always fp32 (default: %(default)s)")
     p.add_argument("--dev", action="store_true", help="Flask's development server instead of gunicorn")
     p.add_argument("--debug", action="store_true", help="with --dev: Flask debug mode (never on a public address)")
     return p

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 FORM_OVERHEAD_BYTES = 64 * 1024   # multipart headers and boundaries around a 1 MB picture
 DEFAULTS: dict[str, Any] = {
     "CHECKPOINT": str(DEFAULT_CHECKPOINT),
-    "BACKEND": DEFAULT_BACKEND,      # "onnx" or "torch"
+    "BACKEND": DEFAULT_BACKEND,      # "onnx" (int8 if it passed its check, else fp32), "onnx-fp32" or "torch"
     "WORKERS": 1,                    # processes sharing the cores (sets the default intra-op threads)
     "INTRA_OP_THREADS": None,        # None: cores // WORKERS
     "MAX_BATCH": 32,
@@ -39,8 +39,8 @@ DEFAULTS: dict[str, Any] = {
 
 def load_classifier(config: dict) -> Classifier:
     """The model named by ``config``, loaded once, behind a micro-batcher."""
-    if config["BACKEND"] == "onnx":
-        ensure_onnx(config["CHECKPOINT"])
+    if config["BACKEND"].startswith("onnx"):
+        ensure_onnx(config["CHECKPOINT"], config["BACKEND"])
     threads = config["INTRA_OP_THREADS"] or default_threads(int(config["WORKERS"]))
     predictor = load_predictor(config["CHECKPOINT"], config["BACKEND"], int(threads))
     height, width = (int(s) for s in predictor.info["input_size"])
