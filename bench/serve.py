@@ -6,7 +6,7 @@ against ``bench/plain_app.py`` (the seed's way), interleaved so that both see th
 and the resident memory of every serving process afterwards. Serves ``checkpoints/default.pt`` if
 it exists, else a randomly initialised WRN-16-4 made here (random weights time the same).
 
-    python bench/serve.py [--seconds 10] [--workers 2] [--threads 8] [--json out.json]
+    python bench/serve.py [--seconds 10] [--workers 2] [--threads 8] [--backend onnx] [--json out.json]
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from app.server import DEFAULT_THREADS, DEFAULT_WORKERS  # noqa: E402
+from model.inference import BACKENDS, DEFAULT_BACKEND  # noqa: E402
 
 DEFAULT_CKPT = REPO / "checkpoints" / "default.pt"
 CONCURRENCIES = (1, 4, 16)
@@ -212,15 +213,19 @@ def make_checkpoint(folder: Path) -> Path:
     return save_checkpoint(ckpt, folder / "bench-wrn-16-4.pt")
 
 
-def bare_forward_ms(ckpt: Path, threads: int, repeats: int = 200) -> dict[str, float]:
-    """Median batch-1 forward time, ONNX Runtime and eager torch, with the worker's thread count."""
+def bare_forward_ms(ckpt: Path, threads: int, backend: str, repeats: int = 200) -> dict[str, float]:
+    """Median batch-1 forward time with the worker's thread count: what gunicorn serves (``backend``:
+    int8 or fp32 ONNX Runtime), the fp32 ONNX model, and eager torch (the plain app's)."""
     import torch
 
-    from model.inference import OnnxPredictor, TorchPredictor, onnx_path_for
+    from model.inference import load_predictor
 
     x = np.random.default_rng(0).normal(size=(1, 3, 32, 32)).astype(np.float32)
-    out = {}
-    for name, predictor in (("onnx", OnnxPredictor(onnx_path_for(ckpt), threads)), ("torch", TorchPredictor(ckpt, threads))):
+    served = load_predictor(ckpt, backend, threads)
+    out = {"served": served.precision}
+    predictors = {"onnx": served, "onnx-fp32": load_predictor(ckpt, "onnx-fp32", threads),
+                  "torch": load_predictor(ckpt, "torch", threads)}
+    for name, predictor in predictors.items():
         for _ in range(20):
             predictor.predict(x)
         times = []
@@ -246,19 +251,19 @@ def sample_jpeg() -> bytes:
     return buffer.getvalue()
 
 
-def launch_gunicorn(ckpt: str | Path, workers: int, threads: int,
-                    stderr=subprocess.DEVNULL) -> tuple[subprocess.Popen, int]:
+def launch_gunicorn(ckpt: str | Path, workers: int, threads: int, stderr=subprocess.DEVNULL,
+                    backend: str = DEFAULT_BACKEND) -> tuple[subprocess.Popen, int]:
     """Start ``main-flask.py`` (gunicorn) on a free port, without waiting for it: (process, port)."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "main-flask.py", "--checkpoint", str(ckpt), "--port", str(port),
-                             "--workers", str(workers), "--threads", str(threads)], cwd=REPO,
+                             "--workers", str(workers), "--threads", str(threads), "--backend", backend], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=stderr)
     return proc, port
 
 
-def start_servers(ckpt: Path, workers: int, threads: int) -> dict[str, tuple[subprocess.Popen, int]]:
+def start_servers(ckpt: Path, workers: int, threads: int, backend: str) -> dict[str, tuple[subprocess.Popen, int]]:
     """Start gunicorn (main-flask.py) and the plain app on free ports; wait until both answer."""
-    servers = {"gunicorn": launch_gunicorn(ckpt, workers, threads)}
+    servers = {"gunicorn": launch_gunicorn(ckpt, workers, threads, backend=backend)}
     port = free_port()
     servers["plain"] = (subprocess.Popen([sys.executable, "bench/plain_app.py", "--checkpoint", str(ckpt),
                                           "--port", str(port)], cwd=REPO,
@@ -271,9 +276,10 @@ def start_servers(ckpt: Path, workers: int, threads: int) -> dict[str, tuple[sub
 
 def report(results: dict, bare: dict, memory: dict, workers: int, threads: int) -> None:
     """Print the figures as a table."""
-    print(f"\nbare forward, batch 1 ({results['intra_op_threads']} intra-op threads): "
-          f"ONNX Runtime {bare['onnx']} ms, eager torch {bare['torch']} ms")
-    print(f"gunicorn: {workers} worker(s) x {threads} threads, ONNX Runtime, micro-batching; plain: Flask threaded, torch")
+    print(f"\nbare forward, batch 1 ({results['intra_op_threads']} intra-op threads): ONNX Runtime "
+          f"{bare['served']} (served) {bare['onnx']} ms, ONNX Runtime fp32 {bare['onnx-fp32']} ms, eager torch {bare['torch']} ms")
+    print(f"gunicorn: {workers} worker(s) x {threads} threads, ONNX Runtime {bare['served']}, micro-batching; "
+          f"plain: Flask threaded, torch fp32")
     print(f"{'server':9} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} {'p50/forward':>11} {'CPU ms/req':>10}")
     for c in CONCURRENCIES:
         for name in ("gunicorn", "plain"):
@@ -293,6 +299,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=10.0, help="load duration per point (default: %(default)s)")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="gunicorn workers (default: %(default)s)")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="request threads per worker (default: %(default)s)")
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS, help="gunicorn's (default: %(default)s)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     return p
 
@@ -304,11 +311,11 @@ def main() -> None:
         from app.modelfile import ensure_onnx
         from model.inference import default_threads
 
-        ensure_onnx(ckpt)
+        ensure_onnx(ckpt, args.backend)
         intra = default_threads(args.workers)
-        bare = bare_forward_ms(ckpt, intra)
+        bare = bare_forward_ms(ckpt, intra, args.backend)
         body, ctype = multipart(sample_jpeg())
-        servers = start_servers(ckpt, args.workers, args.threads)
+        servers = start_servers(ckpt, args.workers, args.threads, args.backend)
         results: dict = {"checkpoint": str(ckpt), "intra_op_threads": intra, "gunicorn": {}, "plain": {}}
         try:
             for c in CONCURRENCIES:
