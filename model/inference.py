@@ -213,8 +213,10 @@ def _int8_or_none(ckpt_path: Path, threads: int) -> tuple[OnnxPredictor | None, 
         return None, f"the runtime cannot load it ({e})"
     check = (predictor.quantization or {}).get("check", {})
     if not check.get("passed"):
-        return None, (f"it failed its accuracy check (int8 {check.get('int8_accuracy', float('nan')):.4f} vs "
-                      f"fp32 {check.get('fp32_accuracy', float('nan')):.4f} on {check.get('data', 'no data')})")
+        nan = float("nan")
+        return None, (f"it failed its accuracy check (int8 {check.get('int8_accuracy', nan):.4f} vs fp32 "
+                      f"{check.get('fp32_accuracy', nan):.4f}, agreement {check.get('agreement', nan):.4f}, "
+                      f"on {check.get('data', 'no data')})")
     return predictor, ""
 
 
