@@ -34,7 +34,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=env("threads", DEFAULT_THREADS),
                    help="request threads per worker, batched into one forward (default: %(default)s)")
     p.add_argument("--backend", default=env("backend", DEFAULT_BACKEND), choices=BACKENDS,
-                   help="inference runtime (default: %(default)s)")
+                   help="inference runtime: onnx serves the int8 model when it passed its accuracy check, "
+                        "else fp32; onnx-fp32 always fp32 (default: %(default)s)")
     p.add_argument("--front-end", default=env("front_end", DEFAULT_FRONT_END), choices=FRONT_ENDS,
                    help="buffered: an event loop reads each request in full, under the deadlines below, before a "
                         "request thread runs it; gthread: gunicorn's threads read requests themselves (only behind "

@@ -18,7 +18,8 @@ from app.batcher import MicroBatcher
 from app.classifier import Classifier
 from app.errors import register_error_handlers
 from app.imaging import MAX_UPLOAD_BYTES
-from app.modelfile import DEFAULT_CHECKPOINT, DEFAULT_LOCALISER, REPO_ROOT, ensure_onnx, localiser_enabled
+from app.modelfile import (DEFAULT_CHECKPOINT, DEFAULT_LOCALISER, REPO_ROOT, ensure_onnx, localiser_backend,
+                           localiser_enabled)
 from app.requests import InMemoryRequest
 from app.routes import api, health, pages
 from model.inference import DEFAULT_BACKEND, default_threads, load_predictor, summary
@@ -29,7 +30,7 @@ FORM_OVERHEAD_BYTES = 64 * 1024   # multipart headers and boundaries around a 1 
 DEFAULTS: dict[str, Any] = {
     "CHECKPOINT": str(DEFAULT_CHECKPOINT),
     "LOCALISER": str(DEFAULT_LOCALISER),   # "" or "none": read the centred square, never "no digit"
-    "BACKEND": DEFAULT_BACKEND,      # "onnx" or "torch"
+    "BACKEND": DEFAULT_BACKEND,      # "onnx" (int8 if it passed its check, else fp32), "onnx-fp32" or "torch"
     "WORKERS": 1,                    # processes sharing the cores (sets the default intra-op threads)
     "INTRA_OP_THREADS": None,        # None: cores // WORKERS
     "MAX_BATCH": 32,
@@ -39,28 +40,29 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _behind_batcher(path: str, config: dict, threads: int, max_batch: int, raw: bool):
+def _behind_batcher(path: str, backend: str, config: dict, threads: int, max_batch: int, raw: bool):
     """A model loaded once, warmed up at its largest micro-batch, and its micro-batcher."""
-    if config["BACKEND"] == "onnx":
-        ensure_onnx(path)
-    predictor = load_predictor(path, config["BACKEND"], threads)
+    if backend.startswith("onnx"):
+        ensure_onnx(path, backend)
+    predictor = load_predictor(path, backend, threads)
     height, width = (int(s) for s in predictor.info["input_size"])
     forward = predictor.forward if raw else predictor.predict
     # Warm up at the largest micro-batch: the runtime's memory arena grows to it now, so the first
     # full batch is not slow and a worker's memory is at its plateau before the first request.
     forward(np.zeros((max_batch, 3, height, width), np.float32))
-    log.info("loaded %s with %s, %d intra-op threads", summary(predictor), config["BACKEND"], threads)
+    log.info("loaded %s with %s, %d intra-op threads", summary(predictor), backend, threads)
     return predictor, MicroBatcher(forward, max_batch, float(config["MAX_WAIT_MS"]) / 1000)
 
 
 def load_classifier(config: dict) -> Classifier:
     """The models named by ``config`` (classifier and localiser), loaded once, behind micro-batchers."""
     threads = int(config["INTRA_OP_THREADS"] or default_threads(int(config["WORKERS"])))
-    predictor, batcher = _behind_batcher(config["CHECKPOINT"], config, threads, int(config["MAX_BATCH"]), raw=False)
+    predictor, batcher = _behind_batcher(config["CHECKPOINT"], config["BACKEND"], config, threads,
+                                         int(config["MAX_BATCH"]), raw=False)
     localiser = localiser_batcher = None
     if localiser_enabled(config["LOCALISER"]):
-        localiser, localiser_batcher = _behind_batcher(config["LOCALISER"], config, threads,
-                                                       int(config["LOCALISER_MAX_BATCH"]), raw=True)
+        localiser, localiser_batcher = _behind_batcher(config["LOCALISER"], localiser_backend(config["BACKEND"]), config,
+                                                       threads, int(config["LOCALISER_MAX_BATCH"]), raw=True)
     return Classifier(predictor, batcher, localiser, localiser_batcher)
 
 

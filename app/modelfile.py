@@ -2,8 +2,10 @@
 
 The serving master process must import neither torch (a worker forked from a process that ran a
 multi-threaded torch op can hang for good) nor onnxruntime (it makes every worker take 30 s to shut
-down), so the export (``python -m model.export``) and the load check (``python -m model.inference``)
-run in child processes, and their one-line errors are passed on as ``ModelLoadError``.
+down), so the exports (``python -m model.export``, and ``python -m train.quantize`` for the int8 model:
+it renders its calibration pictures with the training code, which the app never imports) and the
+load check (``python -m model.inference``) run in child processes, and their one-line errors are
+passed on as ``ModelLoadError``. A failed int8 export is not fatal: serving falls back to fp32.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from model.inference import ModelLoadError, onnx_is_current, onnx_path_for
+from model.inference import ModelLoadError, int8_path_for, onnx_is_current, onnx_path_for
 
 log = logging.getLogger(__name__)
 
@@ -38,26 +40,46 @@ def _run_module(module: str, *args: str) -> None:
         raise ModelLoadError(f"{reason} {HOW_TO_MAKE}")
 
 
-def ensure_onnx(ckpt_path: str | Path) -> Path:
-    """Export ``X.pt`` to ``X.onnx`` in a child process if the .onnx is missing or older.
+def ensure_onnx(ckpt_path: str | Path, backend: str = "onnx") -> Path:
+    """Export ``X.pt`` to ``X.onnx`` in a child process if the .onnx is missing or stale, and for the
+    ``onnx`` back-end also to ``X.int8.onnx`` (``ensure_int8``).
 
     Raises:
         ModelLoadError: naming the file, if the checkpoint is missing, corrupt or incompatible.
     """
     ckpt_path = Path(ckpt_path).resolve()
     onnx_path = onnx_path_for(ckpt_path)
-    if onnx_is_current(ckpt_path):
-        return onnx_path
-    if not ckpt_path.is_file():
-        raise ModelLoadError(f"{ckpt_path}: no such checkpoint file. {HOW_TO_MAKE}")
-    _run_module("model.export", str(ckpt_path), str(onnx_path))
-    log.info("exported %s to %s", ckpt_path, onnx_path)
+    if not onnx_is_current(ckpt_path):
+        if not ckpt_path.is_file():
+            raise ModelLoadError(f"{ckpt_path}: no such checkpoint file. {HOW_TO_MAKE}")
+        _run_module("model.export", str(ckpt_path), str(onnx_path))
+        log.info("exported %s to %s", ckpt_path, onnx_path)
+    if backend == "onnx":
+        ensure_int8(ckpt_path)
     return onnx_path
 
 
 def localiser_enabled(path: str | Path | None) -> bool:
     """False for the values that switch the localiser off ("", "none", None)."""
     return path is not None and str(path).strip().lower() not in NO_LOCALISER
+
+
+def localiser_backend(backend: str) -> str:
+    """The localiser's back-end for the classifier's: fp32 ONNX for either ONNX one (its int8
+    calibration would need rendered scenes, which ``train.quantize`` does not make), else torch."""
+    return "torch" if backend == "torch" else "onnx-fp32"
+
+
+def ensure_int8(ckpt_path: Path) -> None:
+    """Make ``X.int8.onnx`` in a child process if it is missing or stale; on failure, warn in one line."""
+    if onnx_is_current(ckpt_path, "int8") or not ckpt_path.is_file():
+        return
+    try:
+        _run_module("train.quantize", str(ckpt_path))
+    except (ModelLoadError, subprocess.TimeoutExpired) as e:
+        log.warning("no int8 model, serving fp32: %s", str(e).replace(HOW_TO_MAKE, "").strip())
+        return
+    log.info("quantised %s to %s", ckpt_path, int8_path_for(ckpt_path))
 
 
 def check_loadable(ckpt_path: str | Path, backend: str) -> None:
@@ -67,8 +89,8 @@ def check_loadable(ckpt_path: str | Path, backend: str) -> None:
         ModelLoadError: naming the file and how to make one.
     """
     ckpt_path = Path(ckpt_path).resolve()
-    if backend == "onnx":
-        ensure_onnx(ckpt_path)
+    if backend.startswith("onnx"):
+        ensure_onnx(ckpt_path, backend)
     elif not ckpt_path.is_file():
         raise ModelLoadError(f"{ckpt_path}: no such checkpoint file. {HOW_TO_MAKE}")
     _run_module("model.inference", str(ckpt_path), "--backend", backend)

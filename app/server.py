@@ -24,7 +24,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.workers.base import Worker
 
 from app.frontend import FALLBACK_MAX_BODY_BYTES, FrontEnd, Limits
-from app.modelfile import DEFAULT_CHECKPOINT, DEFAULT_LOCALISER, check_loadable, localiser_enabled
+from app.modelfile import DEFAULT_CHECKPOINT, DEFAULT_LOCALISER, check_loadable, localiser_backend, localiser_enabled
 from model.inference import DEFAULT_BACKEND
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ def serve(cfg: ServeConfig) -> int:
     """
     check_loadable(cfg.checkpoint, cfg.backend)
     if localiser_enabled(cfg.localiser):
-        check_loadable(cfg.localiser, cfg.backend)
+        check_loadable(cfg.localiser, localiser_backend(cfg.backend))
     if cfg.dev:
         from app import create_app
 

@@ -8,7 +8,7 @@ it exists, else a randomly initialised WRN-16-4 made here (random weights time t
 ``--also-gthread`` adds ``main-flask.py --front-end gthread`` (gunicorn's threaded worker, the
 front end before the buffered one) to the same interleaved rounds.
 
-    python bench/serve.py [--seconds 10] [--workers 2] [--threads 8] [--also-gthread] [--json out.json]
+    python bench/serve.py [--seconds 10] [--workers 2] [--threads 8] [--backend onnx] [--also-gthread] [--json out.json]
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from app.server import DEFAULT_THREADS, DEFAULT_WORKERS  # noqa: E402
+from model.inference import BACKENDS, DEFAULT_BACKEND  # noqa: E402
 
 DEFAULT_CKPT = REPO / "checkpoints" / "default.pt"
 CONCURRENCIES = (1, 4, 16)
@@ -214,15 +215,19 @@ def make_checkpoint(folder: Path) -> Path:
     return save_checkpoint(ckpt, folder / "bench-wrn-16-4.pt")
 
 
-def bare_forward_ms(ckpt: Path, threads: int, repeats: int = 200) -> dict[str, float]:
-    """Median batch-1 forward time, ONNX Runtime and eager torch, with the worker's thread count."""
+def bare_forward_ms(ckpt: Path, threads: int, backend: str, repeats: int = 200) -> dict[str, float]:
+    """Median batch-1 forward time with the worker's thread count: what gunicorn serves (``backend``:
+    int8 or fp32 ONNX Runtime), the fp32 ONNX model, and eager torch (the plain app's)."""
     import torch
 
-    from model.inference import OnnxPredictor, TorchPredictor, onnx_path_for
+    from model.inference import load_predictor
 
     x = np.random.default_rng(0).normal(size=(1, 3, 32, 32)).astype(np.float32)
-    out = {}
-    for name, predictor in (("onnx", OnnxPredictor(onnx_path_for(ckpt), threads)), ("torch", TorchPredictor(ckpt, threads))):
+    served = load_predictor(ckpt, backend, threads)
+    out = {"served": served.precision}
+    predictors = {"onnx": served, "onnx-fp32": load_predictor(ckpt, "onnx-fp32", threads),
+                  "torch": load_predictor(ckpt, "torch", threads)}
+    for name, predictor in predictors.items():
         for _ in range(20):
             predictor.predict(x)
         times = []
@@ -249,24 +254,26 @@ def sample_jpeg() -> bytes:
 
 
 def launch_gunicorn(ckpt: str | Path, workers: int, threads: int, stderr=subprocess.DEVNULL,
-                    extra: list[str] | tuple[str, ...] = ()) -> tuple[subprocess.Popen, int]:
+                    backend: str = DEFAULT_BACKEND, extra: list[str] | tuple[str, ...] = ()) -> tuple[subprocess.Popen, int]:
     """Start ``main-flask.py`` (gunicorn) on a free port, without waiting for it: (process, port).
 
     ``extra``: more command-line arguments (``["--upload-timeout", "3"]``).
     """
     port = free_port()
     proc = subprocess.Popen([sys.executable, "main-flask.py", "--checkpoint", str(ckpt), "--port", str(port),
-                             "--workers", str(workers), "--threads", str(threads), *extra], cwd=REPO,
+                             "--workers", str(workers), "--threads", str(threads), "--backend", backend, *extra],
+                            cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=stderr)
     return proc, port
 
 
-def start_servers(ckpt: Path, workers: int, threads: int, also_gthread: bool = False) -> dict[str, tuple[subprocess.Popen, int]]:
+def start_servers(ckpt: Path, workers: int, threads: int, backend: str = DEFAULT_BACKEND,
+                  also_gthread: bool = False) -> dict[str, tuple[subprocess.Popen, int]]:
     """Start gunicorn (main-flask.py), the plain app and, if asked, main-flask.py with gunicorn's own
     threaded worker (``gthread``, the front end before issue 14) on free ports; wait until all answer."""
-    servers = {"gunicorn": launch_gunicorn(ckpt, workers, threads)}
+    servers = {"gunicorn": launch_gunicorn(ckpt, workers, threads, backend=backend)}
     if also_gthread:
-        servers["gthread"] = launch_gunicorn(ckpt, workers, threads, extra=["--front-end", "gthread"])
+        servers["gthread"] = launch_gunicorn(ckpt, workers, threads, backend=backend, extra=["--front-end", "gthread"])
     port = free_port()
     servers["plain"] = (subprocess.Popen([sys.executable, "bench/plain_app.py", "--checkpoint", str(ckpt),
                                           "--port", str(port)], cwd=REPO,
@@ -285,9 +292,10 @@ def gunicorns(names) -> list[str]:
 
 def report(results: dict, bare: dict, memory: dict, workers: int, threads: int) -> None:
     """Print the figures as a table."""
-    print(f"\nbare forward, batch 1 ({results['intra_op_threads']} intra-op threads): "
-          f"ONNX Runtime {bare['onnx']} ms, eager torch {bare['torch']} ms")
-    print(f"gunicorn: {workers} worker(s) x {threads} threads, ONNX Runtime, micro-batching; plain: Flask threaded, torch")
+    print(f"\nbare forward, batch 1 ({results['intra_op_threads']} intra-op threads): ONNX Runtime "
+          f"{bare['served']} (served) {bare['onnx']} ms, ONNX Runtime fp32 {bare['onnx-fp32']} ms, eager torch {bare['torch']} ms")
+    print(f"gunicorn: {workers} worker(s) x {threads} threads, ONNX Runtime {bare['served']}, micro-batching; "
+          f"plain: Flask threaded, torch fp32")
     print(f"{'server':9} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} {'p50/forward':>11} {'CPU ms/req':>10}")
     for c in CONCURRENCIES:
         for name in results["servers"]:
@@ -308,6 +316,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=10.0, help="load duration per point (default: %(default)s)")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="gunicorn workers (default: %(default)s)")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="request threads per worker (default: %(default)s)")
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS, help="gunicorn's (default: %(default)s)")
     p.add_argument("--also-gthread", action="store_true",
                    help="also measure main-flask.py --front-end gthread (gunicorn's threaded worker), interleaved")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
@@ -321,11 +330,11 @@ def main() -> None:
         from app.modelfile import ensure_onnx
         from model.inference import default_threads
 
-        ensure_onnx(ckpt)
+        ensure_onnx(ckpt, args.backend)
         intra = default_threads(args.workers)
-        bare = bare_forward_ms(ckpt, intra)
+        bare = bare_forward_ms(ckpt, intra, args.backend)
         body, ctype = multipart(sample_jpeg())
-        servers = start_servers(ckpt, args.workers, args.threads, args.also_gthread)
+        servers = start_servers(ckpt, args.workers, args.threads, args.backend, args.also_gthread)
         results: dict = {"checkpoint": str(ckpt), "intra_op_threads": intra, "servers": list(servers),
                          **{name: {} for name in servers}}
         try:

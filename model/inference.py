@@ -1,13 +1,19 @@
 """Predictors: a preprocessed batch in, class probabilities out, with the model's public facts.
 
-Two back-ends share one small interface (``Predictor``): ``OnnxPredictor`` runs the exported graph
-(``model.export``) in ONNX Runtime and never imports torch, which keeps a serving worker small
-(about 100 MB resident against about 640 MB for a process that imports the CUDA build of torch);
-``TorchPredictor`` runs the checkpoint in eager torch, imported lazily. A predictor is not
-thread-safe: serving calls it from a single thread (``app.batcher``).
+Two back-ends share one small interface (``Predictor``): ``OnnxPredictor`` runs an exported graph
+(``model.export``, or its int8 copy from ``train.quantize``) in ONNX Runtime and never imports
+torch, which keeps a serving worker small (about 100 MB resident against about 640 MB for a process
+that imports the CUDA build of torch); ``TorchPredictor`` runs the checkpoint in eager torch,
+imported lazily. ``predict`` takes any batch size. A predictor is not thread-safe: serving calls it
+from a single thread (``app.batcher``).
 
-Run as ``python -m model.inference CKPT [--backend onnx|torch]`` to check that a model loads exactly
-as a serving worker would load it; it prints one line and exits 2 with the reason if it cannot.
+Back-ends: ``onnx`` (the default) serves the int8 file ``X.int8.onnx`` when it is current, passed
+its accuracy check and this CPU and runtime have int8 kernels, else the fp32 ``X.onnx`` with a
+one-line warning; ``onnx-fp32`` always serves ``X.onnx``; ``torch`` serves ``X.pt``.
+
+Run as ``python -m model.inference CKPT [--backend onnx|onnx-fp32|torch]`` to check that a model
+loads exactly as a serving worker would load it; it prints one line and exits 2 with the reason if
+it cannot.
 """
 from __future__ import annotations
 
@@ -24,12 +30,16 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("onnx", "torch")
+BACKENDS = ("onnx", "onnx-fp32", "torch")
 DEFAULT_BACKEND = "onnx"
 METADATA_KEY = "checkpoint"       # ONNX metadata_props key: JSON of model.checkpoint.describe()
 SOURCE_KEY = "source_checkpoint"  # ONNX metadata_props key: file name of the source checkpoint
 SOURCE_SHA256_KEY = "source_sha256"  # ONNX metadata_props key: SHA-256 of the source checkpoint
+QUANTIZATION_KEY = "quantization"  # ONNX metadata_props key of int8 files: JSON recipe and accuracy check
 FIELDS_NEEDED = ("class_names", "input_size", "mean", "std")
+# CPU flags (Linux /proc/cpuinfo) of 8-bit dot-product instructions; without them ONNX Runtime's u8s8
+# kernels fall back to pairwise 16-bit sums that can saturate, and are slower.
+INT8_CPU_FLAGS = {"x86_64": ("avx512_vnni", "avx_vnni"), "aarch64": ("asimddp",)}
 
 
 class ModelLoadError(Exception):
@@ -65,6 +75,11 @@ def onnx_path_for(ckpt_path: str | Path) -> Path:
     return Path(ckpt_path).with_suffix(".onnx")
 
 
+def int8_path_for(ckpt_path: str | Path) -> Path:
+    """The int8 ONNX file that belongs to a checkpoint: ``X.pt`` -> ``X.int8.onnx`` beside it."""
+    return Path(ckpt_path).with_suffix(".int8.onnx")
+
+
 def file_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
@@ -74,14 +89,16 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def onnx_is_current(ckpt_path: str | Path) -> bool:
-    """True if the checkpoint's ONNX file exists and was exported from this very checkpoint.
+def onnx_is_current(ckpt_path: str | Path, precision: str = "fp32") -> bool:
+    """True if the checkpoint's ONNX file (``precision`` "fp32" or "int8") exists and was made from
+    this very checkpoint.
 
     The exporter stores the checkpoint's SHA-256 in the ONNX metadata (``SOURCE_SHA256_KEY``); the
     digest is looked for in the file's bytes, so neither onnx nor onnxruntime is imported here.
     File times are not used: a git checkout writes both files in arbitrary order.
     """
-    ckpt_path, onnx_path = Path(ckpt_path), onnx_path_for(ckpt_path)
+    ckpt_path = Path(ckpt_path)
+    onnx_path = int8_path_for(ckpt_path) if precision == "int8" else onnx_path_for(ckpt_path)
     if not onnx_path.is_file():
         return False
     if not ckpt_path.exists():
@@ -93,7 +110,7 @@ class OnnxPredictor:
     """The exported graph in ONNX Runtime (CPU); imports onnxruntime only.
 
     Args:
-        onnx_path: a file written by ``model.export.export_onnx``.
+        onnx_path: a file written by ``model.export.export_onnx`` or ``train.quantize.make_int8``.
         threads: intra-op threads (see ``default_threads``).
     """
 
@@ -121,6 +138,8 @@ class OnnxPredictor:
         if missing:
             raise ModelLoadError(f"{path}: metadata lacks {', '.join(missing)}; re-export it with python -m model.export.")
         self.name = meta.get(SOURCE_KEY, path.with_suffix(".pt").name)
+        self.quantization: dict | None = json.loads(meta[QUANTIZATION_KEY]) if QUANTIZATION_KEY in meta else None
+        self.precision = "int8" if self.quantization else "fp32"
         self._input = self._session.get_inputs()[0].name
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
@@ -152,6 +171,7 @@ class TorchPredictor:
         self._torch = torch
         self.info = describe(ckpt)
         self.name = Path(ckpt_path).name
+        self.precision = "fp32"
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """The network's raw output (logits, or a localiser's maps) for float32 (B, 3, H, W)."""
@@ -162,8 +182,55 @@ class TorchPredictor:
         return softmax(self.forward(batch))
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux reports them (empty where /proc/cpuinfo is missing)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.split(":")[0].strip() in ("flags", "Features")
+            for flag in line.split(":", 1)[1].split()}
+
+
+def int8_unsupported() -> str | None:
+    """Why this machine cannot serve int8 well (no 8-bit dot products, no CPU provider), else None."""
+    import platform
+
+    import onnxruntime as ort
+
+    if "CPUExecutionProvider" not in ort.get_available_providers():
+        return "ONNX Runtime has no CPU execution provider"
+    wanted = INT8_CPU_FLAGS.get(platform.machine().lower().replace("amd64", "x86_64").replace("arm64", "aarch64"), ())
+    if not set(wanted) & cpu_flags():
+        return f"this CPU lacks 8-bit dot-product instructions ({' or '.join(wanted) or platform.machine()})"
+    return None
+
+
+def _int8_or_none(ckpt_path: Path, threads: int) -> tuple[OnnxPredictor | None, str]:
+    """The int8 predictor if it may serve, else (None, why not)."""
+    if not onnx_is_current(ckpt_path, "int8"):
+        return None, f"{int8_path_for(ckpt_path).name} is missing or was made from other weights"
+    reason = int8_unsupported()
+    if reason:
+        return None, reason
+    try:
+        predictor = OnnxPredictor(int8_path_for(ckpt_path), threads)
+    except ModelLoadError as e:
+        return None, f"the runtime cannot load it ({e})"
+    check = (predictor.quantization or {}).get("check", {})
+    if not check.get("passed"):
+        nan = float("nan")
+        return None, (f"it failed its accuracy check (int8 {check.get('int8_accuracy', nan):.4f} vs fp32 "
+                      f"{check.get('fp32_accuracy', nan):.4f}, agreement {check.get('agreement', nan):.4f}, "
+                      f"on {check.get('data', 'no data')})")
+    return predictor, ""
+
+
 def load_predictor(ckpt_path: str | Path, backend: str = DEFAULT_BACKEND, threads: int = 1) -> Predictor:
-    """The predictor for a checkpoint: its ONNX file (``onnx_path_for``) or the checkpoint itself.
+    """The predictor for a checkpoint: its int8 or fp32 ONNX file, or the checkpoint itself.
+
+    ``onnx`` prefers the int8 file; where it may not serve (see ``_int8_or_none``) it logs one
+    warning line naming the reason and serves fp32.
 
     Raises:
         ValueError: for an unknown backend.
@@ -173,6 +240,11 @@ def load_predictor(ckpt_path: str | Path, backend: str = DEFAULT_BACKEND, thread
         raise ValueError(f"Invalid backend {backend!r}. Only {', '.join(BACKENDS)} are supported.")
     if backend == "torch":
         return TorchPredictor(ckpt_path, threads)
+    if backend == "onnx":
+        predictor, why_not = _int8_or_none(Path(ckpt_path), threads)
+        if predictor is not None:
+            return predictor
+        log.warning("serving fp32, not int8: %s", why_not)
     return OnnxPredictor(onnx_path_for(ckpt_path), threads)
 
 
@@ -197,14 +269,16 @@ def load_reader(ckpt_path: str | Path, localiser_path: str | Path | None, backen
 def summary(predictor: Predictor) -> dict[str, Any]:
     """A short description for logs: name, architecture, parameters."""
     info = predictor.info
-    return {"model": predictor.name, "architecture": info.get("architecture"), "parameters": info.get("parameters")}
+    return {"model": predictor.name, "architecture": info.get("architecture"), "parameters": info.get("parameters"),
+            "precision": getattr(predictor, "precision", "fp32")}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Check that a checkpoint loads for serving.")
-    parser.add_argument("checkpoint", help="checkpoint file (.pt); the onnx backend reads the .onnx beside it")
+    parser.add_argument("checkpoint", help="checkpoint file (.pt); the onnx back-ends read the .onnx files beside it")
     parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS, help="default: %(default)s")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     try:
         predictor = load_predictor(args.checkpoint, args.backend)
         size = predictor.info["input_size"]

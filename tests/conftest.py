@@ -32,12 +32,13 @@ def tiny_checkpoint(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def served_checkpoint(tmp_path_factory, tiny_checkpoint) -> str:
-    """A copy of the tiny checkpoint with its ONNX export beside it (X.pt, X.onnx), as serving expects."""
+    """A copy of the tiny checkpoint with its fp32 and int8 ONNX exports beside it (X.pt, X.onnx,
+    X.int8.onnx), made the way the server makes them (child processes, ``app.modelfile``)."""
     import shutil
 
-    from model.export import export_onnx
+    from app.modelfile import ensure_onnx
 
     path = tmp_path_factory.mktemp("served") / "tiny.pt"
     shutil.copyfile(tiny_checkpoint, path)
-    export_onnx(path)
+    ensure_onnx(path)
     return str(path)

@@ -33,7 +33,7 @@ def test_onnx_logits_match_torch_to_1e_5(served_checkpoint, batch):
 
 def test_export_is_one_self_contained_file(served_checkpoint):
     files = sorted(p.name for p in Path(served_checkpoint).parent.iterdir())
-    assert files == ["tiny.onnx", "tiny.pt"]
+    assert files == ["tiny.int8.onnx", "tiny.onnx", "tiny.pt"]
 
 
 def test_metadata_carries_the_checkpoint_facts(served_checkpoint):

@@ -21,7 +21,7 @@ def batch() -> np.ndarray:
     return np.random.default_rng(0).normal(size=(4, 3, 32, 32)).astype(np.float32)   # (B, C, H, W)
 
 
-@pytest.mark.parametrize("backend", ["onnx", "torch"])
+@pytest.mark.parametrize("backend", ["onnx", "onnx-fp32", "torch"])
 def test_predict_returns_probabilities(served_checkpoint, batch, backend):
     probs = load_predictor(served_checkpoint, backend).predict(batch)
     assert probs.shape == (4, 10) and probs.dtype == np.float32
@@ -64,7 +64,7 @@ def test_bad_onnx_file_names_the_file(tmp_path, content, match):
 
 
 def test_unknown_backend_is_refused(served_checkpoint):
-    with pytest.raises(ValueError, match="Only onnx, torch"):
+    with pytest.raises(ValueError, match="Only onnx, onnx-fp32, torch"):
         load_predictor(served_checkpoint, "tensorrt")
 
 

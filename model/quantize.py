@@ -1,0 +1,120 @@
+"""Static int8 quantisation of an exported ONNX graph (ONNX Runtime's post-training quantiser).
+
+Generic on purpose: ``quantize_int8`` takes any ONNX file with one float input, calibration arrays
+for that input, and the names of the nodes to leave in float, so the same function serves the digit
+classifier and any other small network exported the same way. The recipe it applies is the one
+that kept the digit classifier's accuracy (docs/serving-int8.md): shape inference and graph clean-up
+(``quant_pre_process``), then QDQ nodes around the chosen operator types only (Conv, Gemm, MatMul by
+default: the rest of the graph stays float), per-channel symmetric int8 weights, uint8 activations
+with min/max calibration ranges. ``first_and_last`` names the usual nodes to keep in float: the
+first convolution (it sees the raw picture, three channels, little compute) and the classifier.
+
+The caller owns the calibration data (``train.quantize`` renders it), the accuracy check and the
+file's metadata: ``quantize_int8`` keeps the source graph's ``metadata_props`` and adds ``extra``.
+Imports onnx and onnxruntime (quantisation only; a serving worker never imports this module).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+QUANTIZED_OP_TYPES = ("Conv", "Gemm", "MatMul")
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+CALIBRATION_BATCH = 32
+
+
+def first_and_last(onnx_path: str | Path, op_types: Sequence[str] = QUANTIZED_OP_TYPES) -> list[str]:
+    """Names of the first and the last node of ``op_types`` in graph order (the stem and the head)."""
+    import onnx
+
+    names = [n.name for n in onnx.load(str(onnx_path), load_external_data=False).graph.node if n.op_type in op_types]
+    assert names, f"{onnx_path}: no node of types {', '.join(op_types)}"
+    return sorted({names[0], names[-1]}, key=names.index)
+
+
+class _ArrayReader:
+    """onnxruntime's CalibrationDataReader over one array, ``batch`` rows at a time."""
+
+    def __init__(self, input_name: str, data: np.ndarray, batch: int):
+        self._batches: Iterator[np.ndarray] = iter(np.array_split(data, max(1, -(-len(data) // batch))))
+        self._name = input_name
+
+    def get_next(self) -> dict | None:
+        chunk = next(self._batches, None)
+        return None if chunk is None else {self._name: np.ascontiguousarray(chunk, dtype=np.float32)}
+
+
+def _calibration_method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    if name not in methods:
+        raise ValueError(f"Invalid calibration method {name!r}. Only {', '.join(CALIBRATION_METHODS)} are supported.")
+    return methods[name]
+
+
+def set_metadata(path: str | Path, props: dict[str, str], source: str | Path | None = None) -> None:
+    """Set metadata_props of the ONNX file at ``path`` in place: those of ``source`` first, then ``props``."""
+    import onnx
+
+    model = onnx.load(str(path))
+    merged = {p.key: p.value for p in model.metadata_props}
+    if source is not None:
+        merged.update({p.key: p.value for p in onnx.load(str(source), load_external_data=False).metadata_props})
+    merged.update(props)
+    del model.metadata_props[:]
+    for key, value in merged.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def quantize_int8(onnx_path: str | Path, out_path: str | Path, calibration: np.ndarray,
+                  keep_float: Sequence[str] = (), op_types: Sequence[str] = QUANTIZED_OP_TYPES,
+                  method: str = "minmax", extra: dict[str, str] | None = None) -> Path:
+    """Write a QDQ int8 copy of an ONNX graph, calibrated on ``calibration``.
+
+    Args:
+        onnx_path: the float graph (one input; the batch axis may be dynamic).
+        out_path: where to write; written beside it first, then renamed into place.
+        calibration: float32 (N, ...) inputs as the graph receives them (already preprocessed).
+        keep_float: node names left in float (e.g. ``first_and_last(onnx_path)``).
+        op_types: operator types to quantise; every other node stays float.
+        method: activation range calibration, one of ``CALIBRATION_METHODS``.
+        extra: metadata_props to add, e.g. how the file was calibrated.
+
+    Returns:
+        The path written.
+    """
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    onnx_path, out_path = Path(onnx_path), Path(out_path)
+    assert len(calibration) > 0, "quantize_int8 needs at least one calibration input"
+    calibrate = _calibration_method(method)
+    input_name = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".quantize-") as tmp:
+        prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
+        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(quantized), _ArrayReader(input_name, calibration, CALIBRATION_BATCH),
+                        quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types), per_channel=True,
+                        reduce_range=False, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=list(keep_float), calibrate_method=calibrate,
+                        extra_options={"CalibTensorRangeSymmetric": False, "WeightSymmetric": True,
+                                       "CalibMovingAverage": False})
+        set_metadata(quantized, extra or {}, source=onnx_path)
+        os.replace(quantized, out_path)
+    log.info("quantised %s to %s (float: %s)", onnx_path, out_path, json.dumps(list(keep_float)))
+    return out_path

@@ -1,0 +1,134 @@
+"""int8 serving: the export is made, re-made when stale, chosen by default, faithful, and optional."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import model.inference as inference
+from app.modelfile import ensure_onnx
+from conftest import write_tiny_checkpoint
+from model.checkpoint import describe, load_checkpoint
+from model.inference import (QUANTIZATION_KEY, OnnxPredictor, int8_path_for, load_predictor, onnx_is_current,
+                             onnx_path_for)
+from model.quantize import first_and_last, quantize_int8, set_metadata
+from train.quantize import MIN_AGREEMENT, make_int8, predictions, rendered_inputs
+
+
+@pytest.fixture()
+def int8_kernels(monkeypatch):
+    """Pretend the CPU has 8-bit dot products, so the choice does not depend on the test machine."""
+    monkeypatch.setattr(inference, "int8_unsupported", lambda: None)
+
+
+def test_int8_export_is_made_and_chosen_by_default(served_checkpoint, int8_kernels):
+    assert onnx_is_current(served_checkpoint, "int8")
+    predictor = load_predictor(served_checkpoint)
+    assert predictor.precision == "int8" and predictor.name == "tiny.pt"
+    assert predictor.quantization["check"]["passed"]
+    assert "SynthDigits" in predictor.quantization["calibration"]
+    assert load_predictor(served_checkpoint, "onnx-fp32").precision == "fp32"
+
+
+def test_app_serves_int8_by_default(served_checkpoint, int8_kernels):
+    from app import create_app
+
+    app = create_app({"CHECKPOINT": served_checkpoint})
+    try:
+        assert app.extensions["classifier"].predictor.precision == "int8"
+    finally:
+        app.extensions["classifier"].close()
+
+
+def test_int8_agrees_with_fp32_on_rendered_digits(served_checkpoint):
+    """Fails if quantisation broke the model: with wrong ranges agreement falls to about 0.6."""
+    facts = describe(load_checkpoint(served_checkpoint))
+    x, _ = rendered_inputs(300, "test", facts)       # not the check set (validation split)
+    fp32 = predictions(onnx_path_for(served_checkpoint), x)
+    int8 = predictions(int8_path_for(served_checkpoint), x)
+    assert (fp32 == int8).mean() >= MIN_AGREEMENT
+
+
+@pytest.mark.parametrize("batch", [1, 3, 32])
+def test_int8_predict_takes_any_batch_size(served_checkpoint, batch):
+    x = np.random.default_rng(batch).normal(size=(batch, 3, 32, 32)).astype(np.float32)
+    probs = OnnxPredictor(int8_path_for(served_checkpoint)).predict(x)
+    assert probs.shape == (batch, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_stale_int8_file_is_remade(tmp_path, monkeypatch):
+    import app.modelfile
+    from model.export import export_onnx
+
+    def run_in_process(module: str, ckpt: str, *args: str) -> None:   # small calibration, for speed
+        ran.append(module)
+        export_onnx(ckpt) if module == "model.export" else make_int8(ckpt, calibration_size=32, check_size=50)
+
+    ran: list[str] = []
+    monkeypatch.setattr(app.modelfile, "_run_module", run_in_process)
+    ckpt = Path(write_tiny_checkpoint(tmp_path / "m.pt", seed=1))
+    ensure_onnx(ckpt)
+    assert ran == ["model.export", "train.quantize"] and onnx_is_current(ckpt, "int8")
+    ensure_onnx(ckpt)
+    assert len(ran) == 2                                 # current: nothing re-made
+    write_tiny_checkpoint(ckpt, seed=2)                  # new weights: both exports are stale
+    assert not onnx_is_current(ckpt, "int8")
+    ensure_onnx(ckpt)
+    assert ran[2:] == ["model.export", "train.quantize"]
+    assert onnx_is_current(ckpt) and onnx_is_current(ckpt, "int8")
+
+
+def copy_served(served_checkpoint: str, folder: Path) -> Path:
+    for source in (Path(served_checkpoint), onnx_path_for(served_checkpoint), int8_path_for(served_checkpoint)):
+        shutil.copyfile(source, folder / source.name)
+    return folder / Path(served_checkpoint).name
+
+
+def fallback_warnings(caplog, ckpt: Path) -> list[str]:
+    with caplog.at_level(logging.WARNING, logger="model.inference"):
+        predictor = load_predictor(ckpt)
+    assert predictor.precision == "fp32"
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize("lack, reason", [("cpu", "8-bit dot-product"), ("runtime", "no CPU execution provider")])
+def test_fallback_to_fp32_in_one_line_without_int8_kernels(served_checkpoint, monkeypatch, caplog, lack, reason):
+    import onnxruntime as ort
+
+    if lack == "cpu":
+        monkeypatch.setattr(inference, "cpu_flags", lambda: {"sse4_2", "avx2", "avx512f"})
+    else:
+        monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider"])
+    warnings = fallback_warnings(caplog, Path(served_checkpoint))
+    assert len(warnings) == 1 and "\n" not in warnings[0] and reason in warnings[0]
+
+
+def test_int8_that_failed_its_check_is_not_served(served_checkpoint, tmp_path, int8_kernels, caplog):
+    ckpt = copy_served(served_checkpoint, tmp_path)
+    recipe = OnnxPredictor(int8_path_for(ckpt)).quantization
+    recipe["check"] = {**recipe["check"], "int8_accuracy": 0.05, "passed": False}
+    set_metadata(int8_path_for(ckpt), {QUANTIZATION_KEY: json.dumps(recipe)})
+    warnings = fallback_warnings(caplog, ckpt)
+    assert len(warnings) == 1 and "failed its accuracy check" in warnings[0]
+
+
+def test_quantizer_keeps_the_named_nodes_in_float(served_checkpoint, tmp_path):
+    fp32 = onnx_path_for(served_checkpoint)
+    keep = first_and_last(fp32)
+    graph = onnx.load(str(fp32)).graph
+    assert [n.op_type for n in graph.node if n.name in keep] == ["Conv", "Gemm"]
+    out = quantize_int8(fp32, tmp_path / "q.onnx", np.zeros((4, 3, 32, 32), np.float32), keep,
+                        extra={"note": "test"})
+    quantized = onnx.load(str(out))
+    dequantized = {o for n in quantized.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    kept = [n for n in quantized.graph.node if n.name in keep]
+    assert len(kept) == 2 and not any(i in dequantized for n in kept for i in n.input)
+    convs = [n for n in quantized.graph.node if n.op_type == "Conv" and n.name not in keep]
+    assert convs and all(n.input[1] in dequantized for n in convs)    # every other conv has int8 weights
+    meta = {p.key: p.value for p in quantized.metadata_props}
+    assert meta["note"] == "test" and meta[inference.SOURCE_KEY] == "tiny.pt"
