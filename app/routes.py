@@ -107,7 +107,10 @@ def api_model() -> Response:
     c = classifier()
     info = c.predictor.info
     facts = {k: info[k] for k in MODEL_FACTS if k in info}
-    return jsonify(model=c.name, backend=current_app.config["BACKEND"], **facts)
+    localiser = None
+    if c.localiser is not None:
+        localiser = {"model": c.localiser.name, **{k: c.localiser.info[k] for k in MODEL_FACTS if k in c.localiser.info}}
+    return jsonify(model=c.name, backend=current_app.config["BACKEND"], **facts, localiser=localiser)
 
 
 @health.get("/healthz")

@@ -1,0 +1,262 @@
+"""The photo suite: real SVHN digits turned into the pictures people upload, read four ways.
+
+Each of the 541 real crops of ``--npz`` becomes, with its own seeded generator, one picture per
+variant: enlarged as a tight square photo; cut as a tight tall box (aspect 1.3 to 2.2) around the
+central digit and enlarged; enlarged 2-4x and placed anywhere in a 3-6x larger portrait or
+landscape frame over a plain wall, a textured wall (brick, siding, plaster), a rendered street
+scene with letters, or other real crops blurred; the same frame rotated by 2-6 degrees. Every
+picture is saved as a JPEG (quality 80-95) and decoded again, as an upload is. Each picture is read
+by the serving pipeline (``model.reading``, ONNX Runtime) four ways: today's centred crop (one
+view of the centred square), views only (no localiser: the square around the whole picture,
+zoomed and shifted), the localiser with one view, and the localiser with all views. A refused
+picture ("no digit") counts as wrong, and the refusals are reported too. The reference is the
+classifier on the original 32x32 crops.
+
+Box accuracy is measured on rendered scenes (``train.scenes``, test split, which the localiser never
+trained on): the fraction where the main box found has IoU >= 0.5 with the true main digit. Digit-
+free pictures (rendered walls with letters, blank, noise, a large letter) measure false finds.
+
+    python bench/photo_suite.py [--checkpoint checkpoints/default.pt] [--localiser checkpoints/localiser.pt]
+                                [--npz ../shared/data/svhn/svhn_real_val.npz] [--picture docs/reading.png]
+
+The classifier must not have trained on the --npz images (the default model never saw them).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from app.modelfile import ensure_onnx  # noqa: E402
+from model.localiser import Detection, main_detection  # noqa: E402
+from model.inference import load_predictor  # noqa: E402
+from model.reading import NO_DIGIT, VIEWS, Reader  # noqa: E402
+from train.scenes import _draw_clutter, _draw_letters, _wall, render_scene  # noqa: E402
+from train.synth import find_fonts  # noqa: E402
+
+WAYS = ("centred crop", "views only", "localiser", "localiser + views")
+
+
+def _jpeg(image: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=int(rng.integers(80, 96)))
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def _enlarge(crop: np.ndarray, factor: float) -> np.ndarray:
+    side = round(32 * factor)
+    return np.asarray(Image.fromarray(crop).resize((side, side), Image.Resampling.BICUBIC))
+
+
+def tight_square(crop, rng, others, fonts):
+    return _enlarge(crop, float(rng.uniform(3, 8)))
+
+
+def tall_box(crop, rng, others, fonts):
+    """A box taller than wide around the central digit (SVHN centres it and fills the height)."""
+    aspect = float(rng.uniform(1.3, 2.2))
+    width = 32 / aspect
+    left = (32 - width) / 2
+    box = Image.fromarray(crop).crop((round(left), 0, round(left + width), 32))
+    height = int(rng.integers(128, 321))
+    return np.asarray(box.resize((max(1, round(box.width * height / 32)), height), Image.Resampling.BICUBIC))
+
+
+def _background(kind: str, rng, h: int, w: int, others: np.ndarray, fonts) -> np.ndarray:
+    if kind == "plain wall":
+        wall = np.empty((h, w, 3), np.float32)
+        wall[:] = rng.uniform(0.2, 0.95, 3)
+        return np.clip(wall * 255, 0, 255).astype(np.uint8)
+    if kind == "textured wall":
+        return np.clip(_draw_clutter(rng, _wall(rng, h, w)) * 255, 0, 255).astype(np.uint8)
+    if kind == "street scene":
+        img = _draw_letters(rng, _draw_clutter(rng, _wall(rng, h, w)), fonts)
+        return np.clip(img * 255, 0, 255).astype(np.uint8)
+    # other real crops, enlarged and blurred, tiled
+    tile = int(rng.integers(64, 160))
+    canvas = Image.new("RGB", (w, h))
+    for y in range(0, h, tile):
+        for x in range(0, w, tile):
+            other = Image.fromarray(others[int(rng.integers(len(others)))]).resize((tile, tile), Image.Resampling.BICUBIC)
+            canvas.paste(other.filter(ImageFilter.GaussianBlur(tile / 10)), (x, y))
+    return np.asarray(canvas)
+
+
+def _in_frame(kind: str, rotate: bool = False):
+    def make(crop, rng, others, fonts):
+        big = _enlarge(crop, float(rng.uniform(2, 4)))
+        side = big.shape[0]
+        long_side = round(side * float(rng.uniform(3, 6)))
+        ratio = float(rng.choice([3 / 4, 4 / 3, 9 / 16, 16 / 9]))
+        w, h = (long_side, round(long_side / ratio)) if ratio > 1 else (round(long_side * ratio), long_side)
+        w, h = max(w, side + 2), max(h, side + 2)
+        frame = _background(kind, rng, h, w, others, fonts).copy()
+        x, y = int(rng.integers(0, w - side)), int(rng.integers(0, h - side))
+        frame[y:y + side, x:x + side] = big
+        if rotate:
+            angle = float(rng.uniform(2, 6) * rng.choice((-1, 1)))
+            frame = np.asarray(Image.fromarray(frame).rotate(angle, Image.Resampling.BICUBIC, expand=False,
+                                                             fillcolor=tuple(int(v) for v in frame[0, 0])))
+        return frame
+    return make
+
+
+VARIANTS = {
+    "tight square photo (3-8x)": tight_square,
+    "tight tall box (aspect 1.3-2.2)": tall_box,
+    "in a 3-6x frame: plain wall": _in_frame("plain wall"),
+    "in a 3-6x frame: textured wall": _in_frame("textured wall"),
+    "in a 3-6x frame: street scene": _in_frame("street scene"),
+    "in a 3-6x frame: blurred crops": _in_frame("blurred crops"),
+    "in a 3-6x frame, rotated 2-6 deg": _in_frame("textured wall", rotate=True),
+}
+
+
+def readers(checkpoint: str, localiser: str) -> dict[str, Reader]:
+    """The four ways of reading, all through ``model.reading.Reader`` on ONNX Runtime."""
+    ensure_onnx(checkpoint)
+    ensure_onnx(localiser)
+    classifier = load_predictor(checkpoint, "onnx", threads=2)
+    locator = load_predictor(localiser, "onnx", threads=2)
+    info = classifier.info
+    common = dict(input_size=info["input_size"], mean=info["mean"], std=info["std"])
+
+    class WholePicture(Reader):      # "views only": the square around the whole picture
+        def read(self, picture, box=None):
+            return super().read(picture, box or (0, 0, *picture.size))
+
+    return {
+        "centred crop": Reader(classifier.predict, None, views=VIEWS[:1], **common),
+        "views only": WholePicture(classifier.predict, None, **common),
+        "localiser": Reader(classifier.predict, locator.forward, views=VIEWS[:1], **common),
+        "localiser + views": Reader(classifier.predict, locator.forward, **common),
+    }
+
+
+def photo_accuracy(ways: dict[str, Reader], images: np.ndarray, labels: np.ndarray, fonts) -> None:
+    print(f"{'variant (541 real SVHN digits)':<36}" + "".join(f"{w:>19}" for w in WAYS) + "   refused (loc+views)")
+    for name, make in VARIANTS.items():
+        right = {w: 0 for w in WAYS}
+        refused = 0
+        for i, (crop, label) in enumerate(zip(images, labels)):
+            rng = np.random.default_rng([2026, i, list(VARIANTS).index(name)])
+            picture = _jpeg(make(crop, rng, images, fonts), rng)
+            for way, reader in ways.items():
+                r = reader.read(picture)
+                right[way] += r.digit == label
+                refused += way == "localiser + views" and r.digit is None
+        n = len(labels)
+        print(f"{name:<36}" + "".join(f"{right[w] / n:>18.2%} " for w in WAYS) + f"   {refused / n:>8.2%}")
+
+
+def original_accuracy(ways: dict[str, Reader], images, labels) -> float:
+    reader = ways["centred crop"]
+    pred = [int(np.argmax(reader.classify(np.stack([_normalized(reader, c)]))[0])) for c in images]
+    return float(np.mean(np.asarray(pred) == labels))
+
+
+def _normalized(reader: Reader, crop: np.ndarray) -> np.ndarray:
+    from model.preprocess import preprocess
+
+    return preprocess(Image.fromarray(crop), reader.input_size, reader.mean, reader.std)[0]
+
+
+def box_accuracy(reader: Reader, fonts, n: int) -> tuple[float, int]:
+    from train.localise import iou
+
+    hits, counted = 0, 0
+    for i in range(n):
+        scene = render_scene(np.random.default_rng([0, 12, i]), fonts, size=int(np.random.default_rng(i).integers(160, 641)))
+        if len(scene.boxes) == 0:
+            continue
+        picture = Image.fromarray(scene.image)
+        found = main_detection(reader.detect(picture), picture.size)
+        truth = main_detection([Detection(tuple(map(float, b)), 1.0) for b in scene.boxes], picture.size)
+        counted += 1
+        hits += found is not None and iou(np.array(found.box), np.array(truth.box)) >= 0.5
+    return hits / max(counted, 1), counted
+
+
+def digit_free(reader: Reader, fonts, n: int) -> dict[str, float]:
+    """Fraction of digit-free pictures answered "no digit"."""
+    rng = np.random.default_rng(7)
+    cases = {
+        "blank white": lambda: np.full((360, 480, 3), 255, np.uint8),
+        "random noise": lambda: rng.integers(0, 256, (360, 480, 3), dtype=np.uint8),
+        "bare wall": lambda: (_draw_clutter(rng, _wall(rng, 360, 480)) * 255).clip(0, 255).astype(np.uint8),
+        "wall with letters": lambda: (_draw_letters(rng, _wall(rng, 360, 480), fonts) * 255).clip(0, 255).astype(np.uint8),
+        "large letter A": lambda: _letter("A", rng, fonts),
+    }
+    out = {}
+    for name, make in cases.items():
+        count = n if name not in ("blank white",) else 1
+        out[name] = np.mean([reader.read(_jpeg(make(), rng)).digit is None for _ in range(count)])
+    return out
+
+
+def _letter(char: str, rng, fonts) -> np.ndarray:
+    from train.synth import get_font
+
+    image = Image.new("RGB", (300, 300), (240, 240, 235))
+    font = get_font(str(fonts[int(rng.integers(len(fonts)))]), 220)
+    ImageDraw.Draw(image).text((150, 150), char, fill=(20, 20, 30), font=font, anchor="mm")
+    return np.asarray(image)
+
+
+def picture_sheet(reader: Reader, fonts, path: str, n: int = 6) -> None:
+    """A small PNG for the README: rendered photos with the box found and what the network saw."""
+    tile = 200
+    sheet = Image.new("RGB", (n * tile, tile + 80), (250, 250, 250))
+    draw = ImageDraw.Draw(sheet)
+    for i in range(n):
+        scene = render_scene(np.random.default_rng([1, 12, i + 3]), fonts, size=480)
+        picture = Image.fromarray(scene.image)
+        r = reader.read(picture)
+        scale = tile / max(picture.size)
+        small = picture.resize((round(picture.width * scale), round(picture.height * scale)))
+        d = ImageDraw.Draw(small)
+        if r.box:
+            d.rectangle([v * scale for v in r.box], outline=(255, 40, 40), width=3)
+        sheet.paste(small, (i * tile + (tile - small.width) // 2, (tile - small.height) // 2))
+        sheet.paste(r.seen.resize((64, 64), Image.Resampling.NEAREST), (i * tile + 8, tile + 8))
+        text = "no digit" if r.digit is None else f"{r.digit}  ({r.confidence:.0%})"
+        draw.text((i * tile + 84, tile + 30), text, fill=(20, 20, 20))
+    sheet.save(path, optimize=True)
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "default.pt"))
+    p.add_argument("--localiser", default=str(REPO / "checkpoints" / "localiser.pt"))
+    p.add_argument("--npz", default=str(REPO.parent / "shared" / "data" / "svhn" / "svhn_real_val.npz"))
+    p.add_argument("--limit", type=int, default=None, help="first N real images only (quick runs)")
+    p.add_argument("--scenes", type=int, default=500, help="rendered scenes for box accuracy")
+    p.add_argument("--picture", default=None, help="also write the README's picture (PNG) here")
+    args = p.parse_args()
+    fonts = tuple(find_fonts())
+    ways = readers(args.checkpoint, args.localiser)
+    with np.load(args.npz) as f:
+        images, labels = f["x"][:args.limit], f["y"][:args.limit]
+    began = time.perf_counter()
+    print(f"original 32x32 crops, classifier alone: {original_accuracy(ways, images, labels):.2%} "
+          f"({len(labels)} images; {Path(args.checkpoint).name}, never trained on them)")
+    photo_accuracy(ways, images, labels, fonts)
+    rate, counted = box_accuracy(ways["localiser + views"], fonts, args.scenes)
+    print(f"box IoU >= 0.5 with the main digit: {rate:.2%} of {counted} rendered test scenes with digits")
+    for name, value in digit_free(ways["localiser + views"], fonts, 50).items():
+        print(f"digit-free: {name:<20} answered 'no digit' {value:.0%}")
+    print(f"({time.perf_counter() - began:.0f} s; no-digit answer: {NO_DIGIT!r})")
+    if args.picture:
+        picture_sheet(ways["localiser + views"], fonts, args.picture)
+
+
+if __name__ == "__main__":
+    main()
