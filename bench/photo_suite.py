@@ -1,4 +1,4 @@
-"""The photo suite: real SVHN digits turned into the pictures people upload, read four ways.
+"""The photo suite: real SVHN digits turned into the pictures people upload, read five ways.
 
 Each of the 541 real crops of ``--npz`` becomes, with its own seeded generator, one picture per
 variant: enlarged as a tight square photo; cut as a tight tall box (aspect 1.3 to 2.2) around the
@@ -6,9 +6,10 @@ central digit and enlarged; enlarged 2-4x and placed anywhere in a 3-6x larger p
 landscape frame over a plain wall, a textured wall (brick, siding, plaster), a rendered street
 scene with letters, or other real crops blurred; the same frame rotated by 2-6 degrees. Every
 picture is saved as a JPEG (quality 80-95) and decoded again, as an upload is. Each picture is read
-by the serving pipeline (``model.reading``, ONNX Runtime) four ways: today's centred crop (one
+by the serving pipeline (``model.reading``, ONNX Runtime) five ways: today's centred crop (one
 view of the centred square), views only (no localiser: the square around the whole picture,
-zoomed and shifted), the localiser with one view, and the localiser with all views. A refused
+zoomed and shifted), the localiser with one view, and the localiser with all views (probabilities
+averaged, the shipped rule; and the most confident view, for comparison). A refused
 picture ("no digit") counts as wrong, and the refusals are reported too. The reference is the
 classifier on the original 32x32 crops.
 
@@ -41,7 +42,7 @@ from model.reading import NO_DIGIT, VIEWS, Reader  # noqa: E402
 from train.scenes import _draw_clutter, _draw_letters, _wall, render_scene  # noqa: E402
 from train.synth import find_fonts  # noqa: E402
 
-WAYS = ("centred crop", "views only", "localiser", "localiser + views")
+WAYS = ("centred crop", "views only", "localiser", "localiser + views", "loc + views, max")
 
 
 def _jpeg(image: np.ndarray, rng: np.random.Generator) -> Image.Image:
@@ -120,7 +121,7 @@ VARIANTS = {
 
 
 def readers(checkpoint: str, localiser: str) -> dict[str, Reader]:
-    """The four ways of reading, all through ``model.reading.Reader`` on ONNX Runtime."""
+    """The five ways of reading, all through ``model.reading.Reader`` on ONNX Runtime."""
     ensure_onnx(checkpoint)
     ensure_onnx(localiser)
     classifier = load_predictor(checkpoint, "onnx", threads=2)
@@ -137,6 +138,7 @@ def readers(checkpoint: str, localiser: str) -> dict[str, Reader]:
         "views only": WholePicture(classifier.predict, None, **common),
         "localiser": Reader(classifier.predict, locator.forward, views=VIEWS[:1], **common),
         "localiser + views": Reader(classifier.predict, locator.forward, **common),
+        "loc + views, max": Reader(classifier.predict, locator.forward, combine="most confident", **common),
     }
 
 

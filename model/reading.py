@@ -42,6 +42,7 @@ OTHER_MAX_IOU = 0.3      # detections overlapping the main one more than this ar
 VIEWS: tuple[tuple[float, float, float], ...] = ((1.0, 0.0, 0.0), (1.15, 0.0, 0.0), (0.9, 0.0, 0.0),
                                                  (1.0, -0.06, 0.0), (1.0, 0.06, 0.0))
 NO_DIGIT = "No digit was found in the picture."
+COMBINES = ("mean", "most confident")   # how the views' probabilities become one answer
 
 Box = tuple[float, float, float, float]
 
@@ -134,12 +135,17 @@ class Reader:
         input_size, mean, std: the classifier's, from its checkpoint.
         views: the views read for each box (``VIEWS``).
         threshold: lowest localiser score that counts as a digit.
+        combine: "mean" (average the views' probabilities) or "most confident" (the view whose top
+            probability is highest).
     """
 
     def __init__(self, classify: Callable[[np.ndarray], np.ndarray], locate: Callable[[np.ndarray], np.ndarray] | None,
                  input_size: Sequence[int], mean: Sequence[float], std: Sequence[float],
                  views: Sequence[tuple[float, float, float]] = VIEWS, threshold: float = FIND_THRESHOLD,
-                 locator_size: int | None = None):
+                 locator_size: int | None = None, combine: str = "mean"):
+        if combine not in COMBINES:
+            raise ValueError(f"Invalid combine {combine!r}. Only {', '.join(COMBINES)} are supported.")
+        self.combine = combine
         self.classify, self.locate = classify, locate
         self.input_size, self.mean, self.std = [int(s) for s in input_size], mean, std
         self.views, self.threshold = tuple(views), threshold
@@ -180,9 +186,10 @@ class Reader:
         return self._reading(probs, views, box, picture.size, others, source)
 
     def _read_views(self, views: list[Image.Image]) -> tuple[np.ndarray, list[Image.Image]]:
-        """The views' probabilities averaged (classes,), read in one batch."""
+        """The views' probabilities combined (classes,), read in one batch."""
         batch = np.stack([normalize(v, self.mean, self.std) for v in views])        # (V, 3, H, W)
-        probs = np.asarray(self.classify(batch), np.float64).mean(axis=0)
+        each = np.asarray(self.classify(batch), np.float64)                         # (V, classes)
+        probs = each.mean(axis=0) if self.combine == "mean" else each[each.max(axis=1).argmax()]
         return probs / probs.sum(), views
 
     @staticmethod

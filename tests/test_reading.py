@@ -177,3 +177,17 @@ def test_command_line_reads_files_and_folders(tmp_path, tiny_checkpoint, capsys)
     assert reading.main([str(folder / "house.jpg"), "--box", "5,5,2,9", "--backend", "torch",
                          "--checkpoint", tiny_checkpoint]) == 2
     assert "right > left" in capsys.readouterr().err
+
+
+def test_views_are_averaged_or_the_most_confident_one_taken():
+    def two_minds(batch):   # the first view says 1 (0.6), the others say 2 (0.5)
+        probs = np.full((len(batch), 10), 0.05, np.float32)
+        probs[0, 1], probs[0, 2] = 0.6, 0.0
+        probs[1:, 2], probs[1:, 1] = 0.5, 0.1
+        return probs / probs.sum(axis=1, keepdims=True)
+
+    box = (10, 10, 40, 60)
+    assert Reader(two_minds, None, (32, 32), MEAN, STD).read(_picture(), box).digit == 2
+    assert Reader(two_minds, None, (32, 32), MEAN, STD, combine="most confident").read(_picture(), box).digit == 1
+    with pytest.raises(ValueError, match="Invalid combine"):
+        Reader(two_minds, None, (32, 32), MEAN, STD, combine="vote")
