@@ -26,7 +26,8 @@ import numpy as np
 
 from model.checkpoint import CheckpointError, describe, load_checkpoint
 from model.export import export_onnx
-from model.inference import (QUANTIZATION_KEY, OnnxPredictor, int8_path_for, onnx_is_current, onnx_path_for)
+from model.inference import (QUANTIZATION_KEY, OnnxPredictor, default_threads, int8_path_for, onnx_is_current,
+                             onnx_path_for)
 from model.preprocess import normalize
 from model.quantize import first_and_last, quantize_int8, set_metadata
 from train.synth import GENERATOR_VERSION, load_or_generate
@@ -54,7 +55,7 @@ def rendered_inputs(n: int, split: str, facts: dict, workers: int = 2,
 
 def predictions(onnx_path: Path, x: np.ndarray, batch: int = 100) -> np.ndarray:
     """Argmax class of every row of ``x`` with an ONNX file, ``batch`` rows per forward."""
-    predictor = OnnxPredictor(onnx_path, threads=len(os.sched_getaffinity(0)))
+    predictor = OnnxPredictor(onnx_path, threads=default_threads())
     return np.concatenate([predictor.predict(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
 
 
