@@ -35,7 +35,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from app.modelfile import ensure_onnx  # noqa: E402
+from app.modelfile import ensure_onnx, localiser_backend  # noqa: E402
 from model.localiser import Detection, main_detection  # noqa: E402
 from model.inference import load_predictor  # noqa: E402
 from model.reading import NO_DIGIT, VIEWS, Reader  # noqa: E402
@@ -122,10 +122,10 @@ VARIANTS = {
 
 def readers(checkpoint: str, localiser: str) -> dict[str, Reader]:
     """The five ways of reading, all through ``model.reading.Reader`` on ONNX Runtime."""
-    ensure_onnx(checkpoint)
-    ensure_onnx(localiser)
+    ensure_onnx(checkpoint)                                  # as served: int8 when it passed its check
+    ensure_onnx(localiser, localiser_backend("onnx"))
     classifier = load_predictor(checkpoint, "onnx", threads=2)
-    locator = load_predictor(localiser, "onnx", threads=2)
+    locator = load_predictor(localiser, localiser_backend("onnx"), threads=2)
     info = classifier.info
     common = dict(input_size=info["input_size"], mean=info["mean"], std=info["std"])
 
