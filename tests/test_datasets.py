@@ -186,3 +186,10 @@ def test_load_train_npz_leaves_out_exactly_the_held_out_fold(tmp_path):
     assert set().union(*seen) == {img.tobytes() for img in full.images}
     both = datasets.load_train_npz((str(path), str(write_npz(tmp_path / "more.npz", 6, seed=1))), 10)
     assert len(both) == 46
+
+
+def test_training_npz_without_images_is_refused_naming_it(tmp_path):
+    path = tmp_path / "empty.npz"
+    np.savez(path, x=np.zeros((0, 32, 32, 3), np.uint8), y=np.zeros(0, np.int64))
+    with pytest.raises(DataError, match="empty.npz: no images to train on"):
+        datasets.load_train_npz((str(path),), 10)

@@ -343,4 +343,6 @@ def load_train_npz(paths: tuple[str, ...], num_classes: int, folds: int = 0, hol
     sizes = {p.images.shape[1:3] for p in parts}
     if len(sizes) > 1:
         raise DataError(f"{', '.join(map(str, paths))}: images of different sizes {sorted(sizes)}; give files of one size.")
+    if not sum(len(p) for p in parts):
+        raise DataError(f"{', '.join(map(str, paths))}: no images to train on.")
     return ArrayDataset(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]))
