@@ -230,7 +230,7 @@ def picture_sheet(reader: Reader, fonts, path: str, n: int = 6) -> None:
         sheet.paste(r.seen.resize((64, 64), Image.Resampling.NEAREST), (i * tile + 8, tile + 8))
         text = "no digit" if r.digit is None else f"{r.digit}  ({r.confidence:.0%})"
         draw.text((i * tile + 84, tile + 30), text, fill=(20, 20, 20))
-    sheet.save(path, optimize=True)
+    sheet.convert("P", palette=Image.Palette.ADAPTIVE, colors=128).save(path, optimize=True)
     print(f"wrote {path}")
 
 
@@ -242,9 +242,13 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None, help="first N real images only (quick runs)")
     p.add_argument("--scenes", type=int, default=500, help="rendered scenes for box accuracy")
     p.add_argument("--picture", default=None, help="also write the README's picture (PNG) here")
+    p.add_argument("--only-picture", action="store_true", help="write the picture and stop")
     args = p.parse_args()
     fonts = tuple(find_fonts())
     ways = readers(args.checkpoint, args.localiser)
+    if args.only_picture:
+        picture_sheet(ways["localiser + views"], fonts, args.picture or "reading.png")
+        return
     with np.load(args.npz) as f:
         images, labels = f["x"][:args.limit], f["y"][:args.limit]
     began = time.perf_counter()
