@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "WORKERS": 1,                    # processes sharing the cores (sets the default intra-op threads)
     "INTRA_OP_THREADS": None,        # None: cores // WORKERS
     "MAX_BATCH": 32,
-    "LOCALISER_MAX_BATCH": 8,
+    "LOCALISER_MAX_BATCH": 4,
     "MAX_WAIT_MS": 0.0,
     "MAX_CONTENT_LENGTH": MAX_UPLOAD_BYTES + FORM_OVERHEAD_BYTES,
 }

@@ -15,8 +15,10 @@ benches and the command line (``python -m model.reading PHOTO|FOLDER ... [--json
    the sides; ``frame_views`` cuts that square (``FRAME_SCALE`` x the box's longer side) from the
    picture, continuing the picture's edge where the square runs past it, plus the ``VIEWS``: small
    zooms and shifts of the same square.
-3. **Read**: all views go through the classifier in one batch and their probabilities are
-   averaged. A box the person drew (``box=``) replaces step 1 and is framed the same way.
+3. **Read**: the first view (the square) is read; when the classifier is less than ``SURE`` of it,
+   all views go through the classifier in one batch and their probabilities are averaged (most
+   pictures cost one view). A box the person drew (``box=``) replaces step 1 and is framed the same
+   way.
 
 No torch here: the two networks are callables (ONNX Runtime in serving, see ``model.inference``).
 """
@@ -38,6 +40,7 @@ from model.preprocess import fit_to_input, normalize, to_rgb
 FIND_THRESHOLD = 0.3     # lowest localiser score that counts as a digit (see bench/photo_suite.py)
 TIGHT_FRACTION = 0.5     # a digit at least this tall (or wide) a part of the picture: the picture is a tight crop
 WHOLE_PICTURE_MIN = 0.9  # with nothing found, the whole picture is read and kept only this confident
+SURE = 0.9               # a first view this confident is the answer; below it, all the views are read
 FRAME_SCALE = 1.0        # square side / the box's longer side (SVHN: the box widened to a square)
 OTHER_MAX_IOU = 0.3      # detections overlapping the main one more than this are the same digit
 # (zoom, shift x, shift y) of each view: zoom scales the square, shifts are fractions of its side.
@@ -182,19 +185,35 @@ class Reader:
             if is_tight(main.box, picture.size):   # zooms and shifts would run off the picture
                 views = frame_views(picture, main.box, self.input_size, self.views[:1])
                 views += frame_views(picture, whole, self.input_size, self.views[:1])
+                probs, views = self._read_views(views)
             else:
-                views = frame_views(picture, main.box, self.input_size, self.views)
-            probs, views = self._read_views(views)
+                probs, views = self._read_when_unsure(picture, main.box)
             return self._reading(probs, views, main.box, picture.size, others, "localiser")
-        probs, views = self._read_views(frame_views(picture, box, self.input_size, self.views))
+        probs, views = self._read_when_unsure(picture, box)
         return self._reading(probs, views, box, picture.size, others, source)
+
+    def _read_when_unsure(self, picture: Image.Image, box: Box) -> tuple[np.ndarray, list[Image.Image]]:
+        """The first view of ``box``; when it is less than SURE, the other views too, all combined."""
+        views = frame_views(picture, box, self.input_size, self.views[:1])
+        each = self._classify(views)
+        if each.max() < SURE and len(self.views) > 1:
+            more = frame_views(picture, box, self.input_size, self.views[1:])
+            each, views = np.concatenate([each, self._classify(more)]), views + more
+        return self._combine(each), views
 
     def _read_views(self, views: list[Image.Image]) -> tuple[np.ndarray, list[Image.Image]]:
         """The views' probabilities combined (classes,), read in one batch."""
+        return self._combine(self._classify(views)), views
+
+    def _classify(self, views: list[Image.Image]) -> np.ndarray:
+        """Probabilities (V, classes) of the views, in one batch."""
         batch = np.stack([normalize(v, self.mean, self.std) for v in views])        # (V, 3, H, W)
-        each = np.asarray(self.classify(batch), np.float64)                         # (V, classes)
+        return np.asarray(self.classify(batch), np.float64)
+
+    def _combine(self, each: np.ndarray) -> np.ndarray:
+        """One answer (classes,) from the views' probabilities (V, classes), by ``combine``."""
         probs = each.mean(axis=0) if self.combine == "mean" else each[each.max(axis=1).argmax()]
-        return probs / probs.sum(), views
+        return probs / probs.sum()
 
     @staticmethod
     def _reading(probs: np.ndarray, views: list[Image.Image], box: Box, size: Sequence[int], others: int,

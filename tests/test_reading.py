@@ -72,15 +72,28 @@ def _picture(w=256, h=256):
     return Image.new("RGB", (w, h), (200, 200, 190))
 
 
-def test_the_localisers_box_is_framed_and_every_view_read_in_one_batch():
+def test_the_localisers_box_is_framed_and_the_other_views_read_when_unsure():
     classify = Recorder()
     reader = Reader(classify, _locate_peaks((16, 16, 4, 8)), (32, 32), MEAN, STD)
     r = reader.read(_picture())
     assert r.digit == 3 and r.confidence == pytest.approx(0.82, abs=1e-6) and r.reason is None
     # centre cell (16, 16) -> (66, 66) in the 128 input; 4x8 cells = 16x32 input px; x2 in the 256 picture
     assert r.box == (116, 100, 148, 164) and r.source == "localiser" and r.others == 0
-    assert len(classify.batches) == 1 and classify.batches[0].shape == (len(VIEWS), 3, 32, 32)
+    # 0.82 is less than SURE: after the first view, the other views in one more batch
+    assert [b.shape for b in classify.batches] == [(1, 3, 32, 32), (len(VIEWS) - 1, 3, 32, 32)]
     assert r.seen.size == (32, 32) and r.views == len(VIEWS)
+
+
+def test_a_sure_first_view_is_the_answer():
+    def sure(batch):
+        probs = np.full((len(batch), 10), 0.005, np.float32)
+        probs[:, 6] = 0.955
+        return probs
+
+    calls = []
+    reader = Reader(lambda b: calls.append(len(b)) or sure(b), _locate_peaks((16, 16, 4, 8)), (32, 32), MEAN, STD)
+    r = reader.read(_picture())
+    assert r.digit == 6 and calls == [1] and r.views == 1
 
 
 def test_other_digits_are_counted_and_the_central_one_read():
@@ -180,14 +193,20 @@ def test_command_line_reads_files_and_folders(tmp_path, tiny_checkpoint, capsys)
 
 
 def test_views_are_averaged_or_the_most_confident_one_taken():
-    def two_minds(batch):   # the first view says 1 (0.6), the others say 2 (0.5)
-        probs = np.full((len(batch), 10), 0.05, np.float32)
-        probs[0, 1], probs[0, 2] = 0.6, 0.0
-        probs[1:, 2], probs[1:, 1] = 0.5, 0.1
-        return probs / probs.sum(axis=1, keepdims=True)
+    def two_minds():   # the first view read says 1 (0.6), every later one says 2 (0.5)
+        seen = []
 
-    box = (10, 10, 40, 60)
-    assert Reader(two_minds, None, (32, 32), MEAN, STD).read(_picture(), box).digit == 2
-    assert Reader(two_minds, None, (32, 32), MEAN, STD, combine="most confident").read(_picture(), box).digit == 1
+        def classify(batch):
+            probs = np.full((len(batch), 10), 0.05, np.float32)
+            probs[:, 2], probs[:, 1] = 0.5, 0.1
+            if not seen:
+                probs[0, 1], probs[0, 2] = 0.6, 0.0
+            seen.append(len(batch))
+            return probs / probs.sum(axis=1, keepdims=True)
+        return classify
+
+    box = (10, 10, 40, 60)     # neither view is SURE: all are read and combined
+    assert Reader(two_minds(), None, (32, 32), MEAN, STD).read(_picture(), box).digit == 2
+    assert Reader(two_minds(), None, (32, 32), MEAN, STD, combine="most confident").read(_picture(), box).digit == 1
     with pytest.raises(ValueError, match="Invalid combine"):
-        Reader(two_minds, None, (32, 32), MEAN, STD, combine="vote")
+        Reader(two_minds(), None, (32, 32), MEAN, STD, combine="vote")
