@@ -300,16 +300,20 @@ class StderrReader:
         self._thread.join(timeout=10)
 
 
+STEPS = 160
+
+
 def test_sigint_mid_epoch_saves_a_resumable_checkpoint(tmp_path, capsys):
-    write_svhn(tmp_path / "data", n_train=656, n_test=10)
+    write_svhn(tmp_path / "data", n_train=STEPS * 16 + 16, n_test=10)   # 16 images a step
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), "-d", "svhn", "--data-dir", str(tmp_path / "data"),
                              "--out", str(run), "--epochs", "1", "--val-size", "16", *TINY],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env(), cwd=tmp_path)
     reader = StderrReader(proc.stderr)
     try:
-        # tqdm shows "epoch 1/1: ... | 3/40 [" once three of the 40 steps are done: then we are mid-epoch.
-        started = reader.wait_for(r"epoch 1/1:[^\r]*\| ([3-9]|[1-3]\d)/40 \[", proc, timeout=120)
+        # tqdm shows "epoch 1/1: ... | 3/160 [" once three of the 160 steps are done: then we are mid-epoch
+        # (enough steps that a fast CPU, bf16 autocast, cannot finish the epoch before the signal lands).
+        started = reader.wait_for(rf"epoch 1/1:[^\r]*\| ([3-9]|[1-9]\d)/{STEPS} \[", proc, timeout=120)
         assert started, reader.text[-2000:]
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=60)
@@ -321,13 +325,13 @@ def test_sigint_mid_epoch_saves_a_resumable_checkpoint(tmp_path, capsys):
     assert f"--resume {run / 'last.pt'}" in reader.text and "Traceback" not in reader.text
     raw = torch.load(run / "last.pt", weights_only=True)
     done = raw["training_state"]["batches_done"]
-    assert raw["epoch"] == 0 and 3 <= done < 40
+    assert raw["epoch"] == 0 and 3 <= done < STEPS
     assert not (run / "best.pt").exists()
 
     code, out, err = run_cli(["--resume", run / "last.pt", "--workers", "0"], capsys)
     assert code == 0, err
     rows = read_metrics(run)
-    assert len(rows) == 1 and rows[0]["train_images"] == 640 - done * 16  # only the rest of the epoch
+    assert len(rows) == 1 and rows[0]["train_images"] == STEPS * 16 - done * 16  # only the rest of the epoch
     assert load_checkpoint(run / "last.pt")["epoch"] == 1
     assert "test_accuracy" in load_checkpoint(run / "best.pt")["metrics"]
 
