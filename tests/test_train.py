@@ -303,12 +303,19 @@ class StderrReader:
 STEPS = 160
 
 
+def _sigint_default() -> None:
+    """In the child: Ctrl-C acts by default even when the suite itself was started in the background
+    (a shell starts background commands with SIGINT ignored, and Python then keeps ignoring it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_mid_epoch_saves_a_resumable_checkpoint(tmp_path, capsys):
     write_svhn(tmp_path / "data", n_train=STEPS * 16 + 16, n_test=10)   # 16 images a step
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), "-d", "svhn", "--data-dir", str(tmp_path / "data"),
                              "--out", str(run), "--epochs", "1", "--val-size", "16", *TINY],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env(), cwd=tmp_path)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env(), cwd=tmp_path,
+                            preexec_fn=_sigint_default)
     reader = StderrReader(proc.stderr)
     try:
         # tqdm shows "epoch 1/1: ... | 3/160 [" once three of the 160 steps are done: then we are mid-epoch
