@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw, ImageFilter
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from app.modelfile import ensure_onnx, localiser_backend  # noqa: E402
-from model.localiser import Detection, main_detection  # noqa: E402
+from model.localiser import Detection, iou, main_detection  # noqa: E402
 from model.inference import load_predictor  # noqa: E402
 from model.reading import NO_DIGIT, VIEWS, Reader  # noqa: E402
 from train.scenes import _draw_clutter, _draw_letters, _wall, render_scene  # noqa: E402
@@ -171,8 +171,6 @@ def _normalized(reader: Reader, crop: np.ndarray) -> np.ndarray:
 
 
 def box_accuracy(reader: Reader, fonts, n: int) -> tuple[float, int]:
-    from train.localise import iou
-
     hits, counted = 0, 0
     for i in range(n):
         scene = render_scene(np.random.default_rng([0, 12, i]), fonts, size=int(np.random.default_rng(i).integers(160, 641)))
@@ -182,7 +180,7 @@ def box_accuracy(reader: Reader, fonts, n: int) -> tuple[float, int]:
         found = main_detection(reader.detect(picture), picture.size)
         truth = main_detection([Detection(tuple(map(float, b)), 1.0) for b in scene.boxes], picture.size)
         counted += 1
-        hits += found is not None and iou(np.array(found.box), np.array(truth.box)) >= 0.5
+        hits += found is not None and iou(found.box, truth.box) >= 0.5
     return hits / max(counted, 1), counted
 
 

@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from model.localiser import Detection, decode, letterbox, main_detection, normalize_input
+from model.localiser import Detection, decode, iou, letterbox, main_detection, normalize_input
 from model.preprocess import fit_to_input, normalize, to_rgb
 
 FIND_THRESHOLD = 0.3     # lowest localiser score that counts as a digit (see bench/photo_suite.py)
@@ -122,14 +122,6 @@ def _int_box(box: Box, size: Sequence[int]) -> tuple[int, int, int, int]:
             int(np.clip(np.ceil(x1), 0, w)), int(np.clip(np.ceil(y1), 0, h)))
 
 
-def _iou(a: Box, b: Box) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(w, 0.0) * max(h, 0.0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 class Reader:
     """The reading pipeline around two networks.
 
@@ -181,7 +173,7 @@ class Reader:
                     seen = fit_to_input(picture, self.input_size, "crop")
                     return Reading(None, 0.0, np.zeros(0, np.float32), None, 0, NO_DIGIT, seen, "localiser", 0)
                 return self._reading(probs, views, whole, picture.size, 0, "picture")
-            others = sum(1 for d in found if d is not main and _iou(d.box, main.box) <= OTHER_MAX_IOU)
+            others = sum(1 for d in found if d is not main and iou(d.box, main.box) <= OTHER_MAX_IOU)
             if is_tight(main.box, picture.size):   # zooms and shifts would run off the picture
                 views = frame_views(picture, main.box, self.input_size, self.views[:1])
                 views += frame_views(picture, whole, self.input_size, self.views[:1])

@@ -85,3 +85,11 @@ def test_locnet_output_shape_gradients_and_size():
 def test_locnet_depth_is_checked():
     with pytest.raises(ValueError, match="LocNet depth"):
         ArchConfig(arch="locnet", depth=3)
+
+
+def test_iou_of_boxes():
+    from model.localiser import iou
+
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0

@@ -160,7 +160,7 @@ def _pasted_digit_photo(seed: int) -> tuple[Image.Image, tuple]:
 
 def test_the_shipped_localiser_finds_a_pasted_digit():
     from model.inference import load_predictor
-    from train.localise import iou
+    from model.localiser import iou
 
     assert SHIPPED_LOCALISER.is_file(), f"{SHIPPED_LOCALISER} must ship with the project"
     locator = load_predictor(SHIPPED_LOCALISER, "torch")
@@ -169,7 +169,7 @@ def test_the_shipped_localiser_finds_a_pasted_digit():
     for seed in range(6):
         photo, truth = _pasted_digit_photo(seed)
         r = reader.read(photo)
-        hits += r.box is not None and iou(np.array(r.box), np.array(truth)) >= 0.5
+        hits += r.box is not None and iou(r.box, truth) >= 0.5
     assert hits >= 5, f"found {hits} of 6 pasted digits"
     blank = reader.read(Image.new("RGB", (480, 360), (255, 255, 255)))
     assert blank.digit is None, "a blank picture has no digit"

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from model.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from model.localiser import (HEAT, INPUT_SIZE, LOG_H, LOG_W, MEAN, OFFSET_X, OFFSET_Y, OUTPUTS, STD, STRIDE,
-                             Detection, Letterbox, decode, main_detection, normalize_input)
+                             Detection, Letterbox, decode, iou, main_detection, normalize_input)
 from model.networks import ArchConfig, build_network
 from train.scenes import generate_scenes
 
@@ -135,15 +135,6 @@ def localiser_loss(out: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tenso
 # ----------------------------------------------------------------------------- evaluation
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two boxes (left, top, right, bottom)."""
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(w, 0) * max(h, 0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 @torch.inference_mode()
 def evaluate(net: torch.nn.Module, data: dict[str, np.ndarray], threshold: float, batch_size: int = 128) -> dict:
     """Main-digit box accuracy (IoU >= 0.5 with the true main digit) on scenes with digits, and the
@@ -163,7 +154,7 @@ def evaluate(net: torch.nn.Module, data: dict[str, np.ndarray], threshold: float
                 continue
             with_digits += 1
             main = main_detection([Detection(tuple(map(float, b)), 1.0) for b in truth], (INPUT_SIZE, INPUT_SIZE))
-            hits += found is not None and iou(np.array(found.box), np.array(main.box)) >= IOU_GOOD
+            hits += found is not None and iou(found.box, main.box) >= IOU_GOOD
     return {"box_iou50": hits / max(with_digits, 1), "false_alarm": false_alarms / max(empty, 1),
             "scenes_with_digits": with_digits, "empty_scenes": empty}
 
