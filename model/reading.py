@@ -59,7 +59,7 @@ class Reading:
     Attributes:
         digit: the digit read, or None when no digit was found.
         confidence: its averaged probability (0 when no digit).
-        probabilities: (classes,) averaged over the views (all zero when no digit).
+        probabilities: (classes,) combined over the views (empty when no digit).
         box: (left, top, right, bottom) of the digit in picture pixels, or None.
         others: other digits seen besides the one read.
         reason: why ``digit`` is None, else None.
@@ -99,10 +99,10 @@ def cut(picture: np.ndarray, box: Box) -> np.ndarray:
     return np.pad(picture[sy0:sy1, sx0:sx1], pad, mode="edge")
 
 
-def frame_views(picture: Image.Image, box: Box, size: Sequence[int],
+def frame_views(pixels: np.ndarray, box: Box, size: Sequence[int],
                 views: Sequence[tuple[float, float, float]] = VIEWS) -> list[Image.Image]:
-    """Each view of ``box`` as the network's input: the SVHN square, zoomed and shifted, resized."""
-    pixels = np.asarray(to_rgb(picture))
+    """Each view of ``box`` in an RGB picture's pixels (H, W, 3) as the network's input: the SVHN
+    square, zoomed and shifted, resized."""
     out = []
     for zoom, dx, dy in views:
         square = Image.fromarray(cut(pixels, square_around(box, zoom, (dx, dy))))
@@ -158,6 +158,7 @@ class Reader:
     def read(self, picture: Image.Image, box: Box | None = None) -> Reading:
         """Read one upright RGB picture, at ``box`` (picture pixels) if the person gave one."""
         picture = to_rgb(picture)
+        pixels = np.asarray(picture)                 # (H, W, 3), once for every view
         others, source = 0, "user"
         if box is None and self.locate is None:
             side = min(picture.size)
@@ -168,28 +169,28 @@ class Reader:
             main = main_detection(found, picture.size)
             whole = (0.0, 0.0, float(picture.width), float(picture.height))
             if main is None:
-                probs, views = self._read_views(frame_views(picture, whole, self.input_size, self.views[:1]))
+                probs, views = self._read_views(frame_views(pixels, whole, self.input_size, self.views[:1]))
                 if probs.max() < WHOLE_PICTURE_MIN:
                     seen = fit_to_input(picture, self.input_size, "crop")
                     return Reading(None, 0.0, np.zeros(0, np.float32), None, 0, NO_DIGIT, seen, "localiser", 0)
                 return self._reading(probs, views, whole, picture.size, 0, "picture")
             others = sum(1 for d in found if d is not main and iou(d.box, main.box) <= OTHER_MAX_IOU)
             if is_tight(main.box, picture.size):   # zooms and shifts would run off the picture
-                views = frame_views(picture, main.box, self.input_size, self.views[:1])
-                views += frame_views(picture, whole, self.input_size, self.views[:1])
+                views = frame_views(pixels, main.box, self.input_size, self.views[:1])
+                views += frame_views(pixels, whole, self.input_size, self.views[:1])
                 probs, views = self._read_views(views)
             else:
-                probs, views = self._read_when_unsure(picture, main.box)
+                probs, views = self._read_when_unsure(pixels, main.box)
             return self._reading(probs, views, main.box, picture.size, others, "localiser")
-        probs, views = self._read_when_unsure(picture, box)
+        probs, views = self._read_when_unsure(pixels, box)
         return self._reading(probs, views, box, picture.size, others, source)
 
-    def _read_when_unsure(self, picture: Image.Image, box: Box) -> tuple[np.ndarray, list[Image.Image]]:
+    def _read_when_unsure(self, pixels: np.ndarray, box: Box) -> tuple[np.ndarray, list[Image.Image]]:
         """The first view of ``box``; when it is less than SURE, the other views too, all combined."""
-        views = frame_views(picture, box, self.input_size, self.views[:1])
+        views = frame_views(pixels, box, self.input_size, self.views[:1])
         each = self._classify(views)
         if each.max() < SURE and len(self.views) > 1:
-            more = frame_views(picture, box, self.input_size, self.views[1:])
+            more = frame_views(pixels, box, self.input_size, self.views[1:])
             each, views = np.concatenate([each, self._classify(more)]), views + more
         return self._combine(each), views
 

@@ -36,7 +36,7 @@ def test_square_around_is_the_svhn_square():
 
 def test_each_view_is_an_input_sized_picture():
     picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 160, 3), dtype=np.uint8))
-    views = frame_views(picture, (60, 20, 90, 80), (32, 32))
+    views = frame_views(np.asarray(picture), (60, 20, 90, 80), (32, 32))
     assert len(views) == len(VIEWS) and all(v.size == (32, 32) and v.mode == "RGB" for v in views)
     assert len({v.tobytes() for v in views}) == len(VIEWS), "zooms and shifts must differ"
 
