@@ -12,7 +12,8 @@ import threading
 import pytest
 
 import tests.app_images as pics
-from bench.serve import child_pids, launch_gunicorn, multipart, rss_mb, run_load, wait_ready, wait_workers
+from bench.serve import child_pids, multipart, rss_mb, run_load
+from tests.servers import running_gunicorn
 
 WORKERS = 2
 THREADS = 4
@@ -28,19 +29,8 @@ MAX_GROWTH_MB = 10.0
 @pytest.fixture(scope="module")
 def server(served_checkpoint, tmp_path_factory):
     """gunicorn with all its workers up: (process, port, worker pids, its log file)."""
-    log = tmp_path_factory.mktemp("load") / "server.log"
-    with log.open("w") as log_file:
-        proc, port = launch_gunicorn(served_checkpoint, WORKERS, THREADS, stderr=log_file)
-    try:
-        try:
-            wait_ready(port, proc)
-            workers = wait_workers(proc, WORKERS)
-        except RuntimeError as e:
-            pytest.fail(f"{e}; server log:\n{log.read_text()}")
-        yield proc, port, workers, log
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    with running_gunicorn(served_checkpoint, WORKERS, THREADS, tmp_path_factory.mktemp("load") / "server.log") as running:
+        yield running
 
 
 def mixed_load(port: int, seconds: float) -> list:

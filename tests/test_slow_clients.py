@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.serve import child_pids, launch_gunicorn, multipart, rss_mb, sample_jpeg, wait_ready, wait_workers
+from bench.serve import child_pids, multipart, rss_mb, sample_jpeg
+from tests.servers import running_gunicorn
 from bench.slow_clients import attack
 
 WORKERS = 2               # main-flask.py's defaults: 16 request threads in all
@@ -28,20 +29,10 @@ MAX_GROWTH_MB = 10.0
 @pytest.fixture(scope="module")
 def server(served_checkpoint, tmp_path_factory):
     """gunicorn with short deadlines and all its workers up: (process, port, worker pids, its log file)."""
-    log = tmp_path_factory.mktemp("slow") / "server.log"
     extra = ["--header-timeout", str(HEADER_TIMEOUT_S), "--upload-timeout", str(UPLOAD_TIMEOUT_S)]
-    with log.open("w") as log_file:
-        proc, port = launch_gunicorn(served_checkpoint, WORKERS, THREADS, stderr=log_file, extra=extra)
-    try:
-        try:
-            wait_ready(port, proc)
-            workers = wait_workers(proc, WORKERS)
-        except RuntimeError as e:
-            pytest.fail(f"{e}; server log:\n{log.read_text()}")
-        yield proc, port, workers, log
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    log = tmp_path_factory.mktemp("slow") / "server.log"
+    with running_gunicorn(served_checkpoint, WORKERS, THREADS, log, extra) as running:
+        yield running
 
 
 def test_normal_clients_are_answered_within_2_s_while_200_slow_clients_hold_on(server):
