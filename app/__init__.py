@@ -18,11 +18,10 @@ from app.batcher import MicroBatcher
 from app.classifier import Classifier
 from app.errors import register_error_handlers
 from app.imaging import MAX_UPLOAD_BYTES
-from app.modelfile import (DEFAULT_CHECKPOINT, DEFAULT_LOCALISER, REPO_ROOT, ensure_onnx, localiser_backend,
-                           localiser_enabled)
+from app.modelfile import DEFAULT_CHECKPOINT, DEFAULT_LOCALISER, REPO_ROOT, ensure_onnx, localiser_enabled
 from app.requests import InMemoryRequest
 from app.routes import api, health, pages
-from model.inference import DEFAULT_BACKEND, default_threads, load_predictor, summary
+from model.inference import DEFAULT_BACKEND, default_threads, load_predictor, localiser_backend, summary
 
 log = logging.getLogger(__name__)
 

@@ -64,12 +64,6 @@ def localiser_enabled(path: str | Path | None) -> bool:
     return path is not None and str(path).strip().lower() not in NO_LOCALISER
 
 
-def localiser_backend(backend: str) -> str:
-    """The localiser's back-end for the classifier's: fp32 ONNX for either ONNX one (its int8
-    calibration would need rendered scenes, which ``train.quantize`` does not make), else torch."""
-    return "torch" if backend == "torch" else "onnx-fp32"
-
-
 def ensure_int8(ckpt_path: Path) -> None:
     """Make ``X.int8.onnx`` in a child process if it is missing or stale; on failure, warn in one line."""
     if onnx_is_current(ckpt_path, "int8") or not ckpt_path.is_file():

@@ -24,8 +24,8 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.workers.base import Worker
 
 from app.frontend import FALLBACK_MAX_BODY_BYTES, FrontEnd, Limits
-from app.modelfile import DEFAULT_CHECKPOINT, DEFAULT_LOCALISER, check_loadable, localiser_backend, localiser_enabled
-from model.inference import DEFAULT_BACKEND
+from app.modelfile import DEFAULT_CHECKPOINT, DEFAULT_LOCALISER, check_loadable, localiser_enabled
+from model.inference import DEFAULT_BACKEND, localiser_backend
 
 if TYPE_CHECKING:
     from flask import Flask

@@ -35,9 +35,9 @@ from PIL import Image, ImageDraw, ImageFilter
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from app.modelfile import ensure_onnx, localiser_backend  # noqa: E402
+from app.modelfile import ensure_onnx  # noqa: E402
 from model.localiser import Detection, iou, main_detection  # noqa: E402
-from model.inference import load_predictor  # noqa: E402
+from model.inference import load_predictor, localiser_backend  # noqa: E402
 from model.reading import NO_DIGIT, VIEWS, Reader  # noqa: E402
 from train.scenes import _draw_clutter, _draw_letters, _wall, render_scene  # noqa: E402
 from train.synth import find_fonts  # noqa: E402
