@@ -23,6 +23,7 @@ import torch
 
 from model.checkpoint import CheckpointError, describe, load_network
 from model.inference import METADATA_KEY, SOURCE_KEY, SOURCE_SHA256_KEY, file_sha256, onnx_path_for
+from model.quantize import set_metadata
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +43,8 @@ def _export_graph(net: torch.nn.Module, size: list[int], path: Path) -> None:
 
 def _embed_metadata(path: Path, facts: dict, source: Path) -> None:
     """Add the checkpoint's public facts to the ONNX file's metadata_props."""
-    import onnx  # only the exporter needs it
-
-    model = onnx.load(str(path))
-    props = ((METADATA_KEY, json.dumps(facts)), (SOURCE_KEY, source.name), (SOURCE_SHA256_KEY, file_sha256(source)))
-    for key, value in props:
-        prop = model.metadata_props.add()
-        prop.key, prop.value = key, value
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+    set_metadata(path, {METADATA_KEY: json.dumps(facts), SOURCE_KEY: source.name,
+                        SOURCE_SHA256_KEY: file_sha256(source)})
 
 
 def export_onnx(ckpt_path: str | Path, onnx_path: str | Path | None = None) -> Path:
