@@ -13,13 +13,22 @@ from train import localise
 def test_targets_put_a_peak_and_the_size_at_each_centre():
     boxes = [np.array([[8, 16, 24, 48]], np.float32), np.zeros((0, 4), np.float32)]
     ignore = [np.zeros((0, 4), np.float32), np.array([[0, 0, 16, 16]], np.float32)]
-    t = localise.targets(boxes, ignore, grid=32)
+    t = localise.targets(boxes, ignore, grid=32, cut_digits="ignore")
     assert t["heat"].shape == (2, 32, 32) and t["heat"][0].max() == 1.0 and t["heat"][1].max() == 0
     (i, row, col), = t["cells"]
     assert (i, row, col) == (0, 8, 4)                      # centre (16, 32) px = cell (x 4, y 8)
     # offsets are measured from the cell's middle, in [-0.5, 0.5)
     np.testing.assert_allclose(t["regress"][0], [-0.5, -0.5, np.log(4), np.log(8)], atol=1e-6)
     assert t["neg_weight"][1, :4, :4].max() == 0 and t["neg_weight"][1, 10, 10] == 1   # ignored cells
+
+
+def test_cut_digits_are_negatives_by_default_and_other_modes_are_refused():
+    boxes = [np.zeros((0, 4), np.float32)]
+    ignore = [np.array([[0, 0, 16, 16]], np.float32)]
+    t = localise.targets(boxes, ignore, grid=32)
+    assert t["neg_weight"].min() == 1 and t["heat"].max() == 0          # a cut digit is background
+    with pytest.raises(ValueError, match="cut_digits"):
+        localise.targets(boxes, ignore, grid=32, cut_digits="positive")
 
 
 def test_loss_is_lower_for_the_right_answer():

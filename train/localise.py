@@ -5,7 +5,10 @@
 
 Targets follow CenterNet: a Gaussian peak at each digit's centre on the stride-4 grid (penalty-
 reduced focal loss), and at the centre cell the offset within the cell and the log width and
-height (L1). Cells inside "ignore" boxes (digits cut by the frame) carry no negative loss. Scenes
+height (L1). Digits cut by the frame or their plate's edge ("ignore" boxes of ``train.scenes``) are
+negatives by default (``--cut-digits negative``: a person means a whole digit, and the cut neighbours
+at the sides of an SVHN-style crop were what the main-digit choice most often took instead); with
+``--cut-digits ignore`` (the first localisers' training) their cells carry no loss at all. Scenes
 are rendered once and cached under ``--data-dir``. ``last.pt`` (with the optimiser) is written
 every epoch, ``best.pt`` (weights and metadata) whenever the validation box accuracy improves;
 both atomically, so Ctrl-C never leaves a broken file. bf16 autocast is used where the CPU has it.
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 FOCAL_ALPHA, FOCAL_BETA = 2.0, 4.0     # CenterNet's focal-loss exponents
 SIZE_WEIGHT = 1.0                      # L1 weight of the log sizes and offsets against the heat loss
 IOU_GOOD = 0.5
+CUT_DIGITS = ("negative", "ignore")    # what the localiser learns of a digit cut by the frame or its plate
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class LocaliserConfig:
     data_dir: str = "./data"
     out: str = "checkpoints/localiser-run"
     amp: bool = True
+    cut_digits: str = "negative"        # digits cut by the frame: "negative" or "ignore" (CUT_DIGITS)
 
 
 # ----------------------------------------------------------------------------- data
@@ -91,16 +96,20 @@ def boxes_of(data: dict[str, np.ndarray], key: str) -> list[np.ndarray]:
     return np.split(data[key], split)
 
 
-def targets(boxes: list[np.ndarray], ignore: list[np.ndarray], grid: int) -> dict[str, np.ndarray]:
+def targets(boxes: list[np.ndarray], ignore: list[np.ndarray], grid: int,
+            cut_digits: str = "negative") -> dict[str, np.ndarray]:
     """CenterNet targets of a batch: heat (B, g, g), weight of negatives (B, g, g), and at each
-    centre cell its index, offset (2) and log size (2)."""
+    centre cell its index, offset (2) and log size (2). The cells of ``ignore`` boxes (cut digits)
+    are negatives like the background, or carry no loss with ``cut_digits="ignore"``."""
+    if cut_digits not in CUT_DIGITS:
+        raise ValueError(f"Invalid cut_digits {cut_digits!r}. Only {', '.join(CUT_DIGITS)} are supported.")
     b = len(boxes)
     heat = np.zeros((b, grid, grid), np.float32)
     neg_weight = np.ones((b, grid, grid), np.float32)
     centres = (np.arange(grid, dtype=np.float32) + 0.5)
     cells, regress = [], []
     for i, (scene, cut) in enumerate(zip(boxes, ignore)):
-        for x0, y0, x1, y1 in cut / STRIDE:
+        for x0, y0, x1, y1 in (cut / STRIDE if cut_digits == "ignore" else ()):
             neg_weight[i, max(0, int(y0)):int(np.ceil(y1)), max(0, int(x0)):int(np.ceil(x1))] = 0.0
         for x0, y0, x1, y1 in scene / STRIDE:
             cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, 0.25), max(y1 - y0, 0.25)
@@ -173,7 +182,8 @@ def train_one_epoch(net, optimizer, scheduler, data, boxes, ignore, cfg: Localis
     for start in bar:
         idx = order[start:start + cfg.batch_size]
         x = torch.from_numpy(normalize_input(data["x"][idx]))
-        t = {k: torch.from_numpy(v) for k, v in targets([boxes[i] for i in idx], [ignore[i] for i in idx], grid).items()}
+        t = {k: torch.from_numpy(v) for k, v in targets([boxes[i] for i in idx], [ignore[i] for i in idx], grid,
+                                                     cfg.cut_digits).items()}
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
             out = net(x)
         loss = localiser_loss(out, t)
@@ -255,6 +265,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=defaults.workers, help="processes rendering scenes")
     p.add_argument("--data-dir", default=defaults.data_dir, help="where rendered scenes are cached")
     p.add_argument("--out", default=defaults.out, help="run folder (last.pt, best.pt)")
+    p.add_argument("--cut-digits", choices=CUT_DIGITS, default=defaults.cut_digits,
+                   help="digits cut by the frame or their plate's edge: negatives, or no loss")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="fp32 instead of bf16 autocast")
     p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue the run saved in LAST_PT")
     return p
@@ -267,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     values = {k: v for k, v in vars(args).items() if k != "resume"}
     if resume:
         values = load_checkpoint(resume)["train_config"]
+        values.setdefault("cut_digits", "ignore")     # runs made before the option ignored cut digits
         if args.epochs not in (values["epochs"], LocaliserConfig.epochs):
             print(f"error: --resume continues the stored one-cycle schedule of {values['epochs']} epochs; to train "
                   f"longer start a new run from its weights: --init {resume} --epochs {args.epochs}", file=sys.stderr)
