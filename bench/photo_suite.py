@@ -177,7 +177,7 @@ def box_accuracy(reader: Reader, fonts, n: int) -> tuple[float, int]:
         if len(scene.boxes) == 0:
             continue
         picture = Image.fromarray(scene.image)
-        found = main_detection(reader.detect(picture), picture.size)
+        found, _ = reader.find(picture)
         truth = main_detection([Detection(tuple(map(float, b)), 1.0) for b in scene.boxes], picture.size)
         counted += 1
         hits += found is not None and iou(found.box, truth.box) >= 0.5

@@ -6,6 +6,8 @@ benches and the command line (``python -m model.reading PHOTO|FOLDER ... [--json
 1. **Find** (``Reader.read`` without a box): the localiser (``model.localiser``, a small network
    trained on rendered scenes) proposes a box for every digit it sees; the one a person most
    likely meant is the largest and most central (``main_detection``); the others are counted.
+   A small digit gets a second look: the localiser sees a square of four times its size around
+   it (letterboxed like any picture, so a small digit is enlarged), and its box there (``main_detection`` of that square) replaces the first.
    When the digit found fills much of the picture (a tight crop), its square and the square
    around the whole picture are read instead of the views (their zooms and shifts would run off
    the picture, into repeated edge pixels: measured 3 points worse on tight photos).
@@ -43,6 +45,8 @@ WHOLE_PICTURE_MIN = 0.9  # with nothing found, the whole picture is read and kep
 SURE = 0.9               # a first view this confident is the answer; below it, all the views are read
 FRAME_SCALE = 1.0        # square side / the box's longer side (SVHN: the box widened to a square)
 OTHER_MAX_IOU = 0.3      # detections overlapping the main one more than this are the same digit
+LOOK_AGAIN_BELOW = 0.25  # a main digit smaller than this part of the picture's longer side gets a second look
+LOOK_AGAIN_CONTEXT = 4.0 # side of the second look's square / the digit's longer side
 # (zoom, shift x, shift y) of each view: zoom scales the square, shifts are fractions of its side.
 VIEWS: tuple[tuple[float, float, float], ...] = ((1.0, 0.0, 0.0), (1.15, 0.0, 0.0), (0.9, 0.0, 0.0),
                                                  (1.0, -0.06, 0.0), (1.0, 0.06, 0.0))
@@ -155,6 +159,27 @@ class Reader:
         maps = self.locate(normalize_input(letterboxed[None]))[0]
         return decode(maps, frame, picture.size, self.threshold)
 
+    def find(self, picture: Image.Image) -> tuple[Detection | None, list[Detection]]:
+        """The main digit (None if none) and every detection, after the second look at a small one."""
+        found = self.detect(picture)
+        main = main_detection(found, picture.size)
+        if main is None:
+            return None, found
+        x0, y0, x1, y1 = main.box
+        side = max(x1 - x0, y1 - y0)
+        if side >= LOOK_AGAIN_BELOW * max(picture.size):
+            return main, found
+        half = LOOK_AGAIN_CONTEXT * side / 2
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        left, top = max(0, int(cx - half)), max(0, int(cy - half))
+        right, bottom = min(picture.width, int(np.ceil(cx + half))), min(picture.height, int(np.ceil(cy + half)))
+        closer = main_detection(self.detect(picture.crop((left, top, right, bottom))), (right - left, bottom - top))
+        if closer is None:
+            return main, found
+        b = closer.box
+        refined = Detection((b[0] + left, b[1] + top, b[2] + left, b[3] + top), max(main.score, closer.score))
+        return refined, [refined if d is main else d for d in found]
+
     def read(self, picture: Image.Image, box: Box | None = None) -> Reading:
         """Read one upright RGB picture, at ``box`` (picture pixels) if the person gave one."""
         picture = to_rgb(picture)
@@ -165,8 +190,7 @@ class Reader:
             w, h = picture.size
             box, source = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2), "picture"
         elif box is None:
-            found = self.detect(picture)
-            main = main_detection(found, picture.size)
+            main, found = self.find(picture)
             whole = (0.0, 0.0, float(picture.width), float(picture.height))
             if main is None:
                 probs, views = self._read_views(frame_views(pixels, whole, self.input_size, self.views[:1]))

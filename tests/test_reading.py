@@ -84,6 +84,27 @@ def test_the_localisers_box_is_framed_and_the_other_views_read_when_unsure():
     assert r.seen.size == (32, 32) and r.views == len(VIEWS)
 
 
+def test_a_small_digit_gets_a_second_look_whose_box_is_kept():
+    calls = []
+    first = _locate_peaks((16, 16, 2, 4))
+
+    def locate(batch):
+        calls.append(batch.shape)
+        return first(batch)
+
+    reader = Reader(Recorder(), locate, (32, 32), MEAN, STD)
+    main, found = reader.find(_picture(1024, 1024))
+    # first look: 2x4 cells = 8x16 input px, x8 = 64x128 px around (528, 528): under a quarter of 1024
+    # second look: the 512 px square around it, where the same peak is a 32x64 px box at (264, 264)
+    assert len(calls) == 2
+    assert main.box == pytest.approx((272 + 248, 272 + 232, 272 + 280, 272 + 296))
+    assert found == [main]
+    calls.clear()
+    first = _locate_peaks((16, 16, 4, 8))
+    reader.find(_picture(256, 256))           # 32x64 px of 256: large enough, one look
+    assert len(calls) == 1
+
+
 def test_a_sure_first_view_is_the_answer():
     def sure(batch):
         probs = np.full((len(batch), 10), 0.005, np.float32)
