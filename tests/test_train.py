@@ -446,3 +446,36 @@ def test_cross_validation_trains_a_run_per_fold_and_one_without(tmp_path, capsys
     assert "training_state" not in final and "30 labelled images of real.npz" in final["dataset"]
     assert final["metrics"]["crossval_accuracy"]["value"] == result["with"]
     assert "3-fold cross-validation on real.npz" in final["metrics"]["crossval_accuracy"]["data"]
+    # WiSE-FT: the finished runs are averaged with the --init weights (here the baseline's) and scored
+    code, out3, err = run_cli([*argv, "--wise-ft", "0.5", "--init", tmp_path / "cv" / "no-real" / "last.pt"], capsys)
+    assert code == 0, err
+    assert "WiSE-FT 0.5 with the --init weights" in out3 and "fine-tune alone" in out3
+    averaged = load_checkpoint(tmp_path / "cv" / "fold-1" / "wise-ft-0.5.pt")
+    assert "WiSE-FT: weights 0.5 x this fine-tune + 0.5 x last.pt" in averaged["dataset"]
+    result = json.loads((tmp_path / "cv" / "crossval.json").read_text())
+    assert result["finetune_alone"] == pytest.approx(float(out.splitlines()[-1].split()[2]))  # the runs alone, as before
+
+
+def test_wise_ft_averages_the_weights_with_the_initial_ones(tmp_path):
+    from model.checkpoint import make_checkpoint, save_checkpoint
+    from model.networks import ArchConfig, build_network
+    from train.wiseft import wise_ft
+
+    arch = ArchConfig("wrn", 10, 1)
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        net = build_network(arch)
+        paths.append(tmp_path / f"{seed}.pt")
+        save_checkpoint(make_checkpoint(arch, net.state_dict(), dataset="d", class_names=list("0123456789"),
+                                        input_size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3), paths[-1])
+    a, b = (load_checkpoint(p)["state_dict"] for p in paths)
+    mixed = load_checkpoint(wise_ft(paths[1], paths[0], 0.25, tmp_path / "w.pt"))["state_dict"]
+    name = next(n for n, t in a.items() if t.is_floating_point() and not torch.equal(t, b[n]))
+    torch.testing.assert_close(mixed[name], 0.25 * b[name] + 0.75 * a[name])
+    ints = [n for n, t in b.items() if not t.is_floating_point()]
+    assert ints and all(torch.equal(mixed[n], b[n]) for n in ints)       # counters are the fine-tune's
+    with pytest.raises(ValueError, match="must be in"):
+        wise_ft(paths[1], paths[0], 1.5, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="give --init"):
+        TrainConfig(wise_ft=0.5)

@@ -77,6 +77,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--final", action="store_true",
                    help="--cross-validate: then train the same protocol on all of NPZ into OUT/all/ and write "
                         "OUT/all/final.pt, its last weights with the cross-validated accuracy in its metrics")
+    p.add_argument("--wise-ft", type=float, default=0.0, metavar="ALPHA",
+                   help="--cross-validate/--final: score and ship ALPHA x the fine-tuned weights + (1 - ALPHA) x "
+                        "--init's (WiSE-FT; 0.5 is an even average), written beside each run's last.pt")
     p.add_argument("--evaluate", default=None, metavar="CKPT", help="evaluate CKPT and exit")
     p.add_argument("--record", default=None, metavar="NAME",
                    help="with --evaluate: store the accuracy in the checkpoint's metrics under NAME")

@@ -46,6 +46,7 @@ class TrainConfig:
     folds: int = 5  # cross-validation: stratified folds of the train_npz images
     fold_seed: int = 0
     holdout_fold: int = -1  # the fold of train_npz left out of training (-1: none)
+    wise_ft: float = 0.0  # --cross-validate/--final: average the weights with --init's at this alpha (0: off)
 
     def __post_init__(self):
         checks = [
@@ -65,6 +66,8 @@ class TrainConfig:
             (0 < self.train_npz_weight < 1,
              f"Invalid --train-npz-weight {self.train_npz_weight}: it must be in (0, 1)."),
             (self.folds >= 2, f"Invalid --folds {self.folds}: it must be >= 2."),
+            (0 <= self.wise_ft <= 1, f"Invalid --wise-ft {self.wise_ft}: it must be in (0, 1]."),
+            (not self.wise_ft or self.init, "--wise-ft averages with the --init checkpoint's weights: give --init."),
             (-1 <= self.holdout_fold < self.folds,
              f"Invalid holdout fold {self.holdout_fold}: it must be -1 (none) or 0..{self.folds - 1}."),
         ]

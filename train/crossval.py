@@ -6,7 +6,9 @@ folds mixed into its batches, and is scored on the fold it never saw. One more r
 protocol without any NPZ images (same steps, all from the base data) and is scored on every fold:
 the baseline the real images must beat (other ``--train-npz`` files, if given, stay in both). Each run lives in its own folder under the output folder
 and is resumed, or skipped when finished, by running the same command again. Models are scored
-with the weights of their last epoch, in fp32, as ``--evaluate`` scores.
+with the weights of their last epoch, in fp32, as ``--evaluate`` scores; with ``--wise-ft ALPHA``
+those weights are first averaged with ``--init``'s (``train.wiseft``, for the baseline run too), and
+the fine-tunes alone are reported beside.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from train.config import TrainConfig
 from train.datasets import ArrayDataset, get_dataset, load_npz, stratified_folds
 from train.engine import ImageTransform, Transformed, make_loader, setup_runtime, to_device
 from train.loop import fit
+from train.wiseft import wise_ft
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,14 @@ def train_or_resume(cfg: TrainConfig, out_dir: Path) -> Path:
         else:
             log.info("%s has finished its %d epochs: scoring it", last, cfg.epochs)
     return last
+
+
+def scored_model(cfg: TrainConfig, last: Path) -> Path:
+    """The model a run is scored (and shipped) as: its last.pt, or with ``cfg.wise_ft`` the WiSE-FT
+    average with ``cfg.init``, written beside it (made again each time: it is cheap)."""
+    if not cfg.wise_ft:
+        return last
+    return wise_ft(last, cfg.init, cfg.wise_ft, last.parent / f"wise-ft-{cfg.wise_ft:g}.pt")
 
 
 @torch.inference_mode()
@@ -67,34 +78,43 @@ def cross_validate(cfg: TrainConfig, npz: str, out_dir: Path) -> dict:
     data = load_npz(npz, get_dataset(cfg.dataset).num_classes)
     fold_of = stratified_folds(data.labels, cfg.folds, cfg.fold_seed)
     hits_with, hits_without = np.zeros(len(data), int), np.zeros(len(data), int)
+    hits_finetune = np.zeros(len(data), int)      # with --wise-ft: the fine-tunes alone
     held = [np.flatnonzero(fold_of == f) for f in range(cfg.folds)]
     for f, idx in enumerate(held):  # the runs with real images first: they are the point
         fold_dir = out_dir / f"fold-{f}"
         last = train_or_resume(replace(cfg, train_npz=(npz, *cfg.train_npz), holdout_fold=f, out=str(fold_dir)), fold_dir)
-        hits_with[idx] = correct_per_image(last, ArrayDataset(data.images[idx], data.labels[idx]), cfg.device)
+        fold_data = ArrayDataset(data.images[idx], data.labels[idx])
+        hits_with[idx] = correct_per_image(scored_model(cfg, last), fold_data, cfg.device)
+        if cfg.wise_ft:
+            hits_finetune[idx] = correct_per_image(last, fold_data, cfg.device)
         log.info("fold %d: %.4f with the other folds' images", f, hits_with[idx].mean())
     base = replace(cfg, holdout_fold=-1)
     baseline = train_or_resume(replace(base, train_npz=cfg.train_npz, out=str(out_dir / "no-real")), out_dir / "no-real")
-    hits_without[:] = correct_per_image(baseline, data, cfg.device)
+    hits_without[:] = correct_per_image(scored_model(cfg, baseline), data, cfg.device)
     rows = [{"fold": f, "images": len(idx), "with": float(hits_with[idx].mean()),
              "without": float(hits_without[idx].mean())} for f, idx in enumerate(held)]
+    if cfg.wise_ft:
+        for row, idx in zip(rows, held):
+            row["finetune_alone"] = float(hits_finetune[idx].mean())
     result = {"npz": str(npz), "images": len(data), "folds": rows,
               "with": float(hits_with.mean()), "without": float(hits_without.mean()),
               "mean_with": float(np.mean([r["with"] for r in rows])),
               "mean_without": float(np.mean([r["without"] for r in rows])),
               "protocol": base.to_dict()}
+    if cfg.wise_ft:
+        result["finetune_alone"] = float(hits_finetune.mean())
     (out_dir / "crossval.json").write_text(json.dumps(result, indent=2))
     return result
 
 
 def train_final(cfg: TrainConfig, npz: str, out_dir: Path, result: dict) -> Path:
     """Train the cross-validated protocol on every image of NPZ into ``out_dir/all``; write
-    ``final.pt`` there: its last epoch's weights (as the folds were scored) carrying the
+    ``final.pt`` there: its last epoch's weights, WiSE-FT'd if the folds were, carrying the
     cross-validated accuracy. Returns its path.
     """
     last = train_or_resume(replace(cfg, train_npz=(npz, *cfg.train_npz), holdout_fold=-1,
                                    out=str(out_dir / "all")), out_dir / "all")
-    ckpt = load_checkpoint(last)
+    ckpt = load_checkpoint(scored_model(cfg, last))
     ckpt.pop("training_state", None)
     k, n = len(result["folds"]), result["images"]
     ckpt["metrics"]["crossval_accuracy"] = {
@@ -112,11 +132,16 @@ def train_final(cfg: TrainConfig, npz: str, out_dir: Path, result: dict) -> Path
 def format_crossval(result: dict) -> str:
     """The per-fold table and the means, as text."""
     n = result["images"]
+    alpha = result["protocol"].get("wise_ft", 0.0)
+    alone = "finetune_alone" in result
     lines = [f"{len(result['folds'])}-fold cross-validation on {Path(result['npz']).name} ({n} images): "
-             f"each fold scored by a run that never saw it",
-             f"{'fold':>6} {'images':>7} {'with real':>10} {'without real':>13}"]
-    lines += [f"{r['fold']:>6} {r['images']:>7} {r['with']:>10.4f} {r['without']:>13.4f}" for r in result["folds"]]
+             f"each fold scored by a run that never saw it" + (f"; WiSE-FT {alpha:g} with the --init weights" if alpha else ""),
+             f"{'fold':>6} {'images':>7} {'with real':>10} {'without real':>13}" + (f" {'fine-tune alone':>16}" if alone else "")]
+    for r in result["folds"]:
+        lines.append(f"{r['fold']:>6} {r['images']:>7} {r['with']:>10.4f} {r['without']:>13.4f}"
+                     + (f" {r['finetune_alone']:>16.4f}" if alone else ""))
     lines.append(f"{'mean':>6} {'':>7} {result['mean_with']:>10.4f} {result['mean_without']:>13.4f}")
-    lines.append(f"{'all':>6} {n:>7} {result['with']:>10.4f} {result['without']:>13.4f}   "
-                 f"({round(result['with'] * n)}/{n} and {round(result['without'] * n)}/{n})")
+    lines.append(f"{'all':>6} {n:>7} {result['with']:>10.4f} {result['without']:>13.4f}"
+                 + (f" {result['finetune_alone']:>16.4f}" if alone else "")
+                 + f"   ({round(result['with'] * n)}/{n} and {round(result['without'] * n)}/{n})")
     return "\n".join(lines)
