@@ -31,6 +31,42 @@ def test_cut_digits_are_negatives_by_default_and_other_modes_are_refused():
         localise.targets(boxes, ignore, grid=32, cut_digits="positive")
 
 
+def test_augmented_scenes_keep_their_boxes_on_their_digits(monkeypatch):
+    monkeypatch.setattr(localise, "ZOOM_P", 1.0)
+    monkeypatch.setattr(localise, "INVERT_P", 0.0)
+    monkeypatch.setattr(localise, "CONTRAST_P", 0.0)
+    image = np.full((128, 128, 3), 100, np.uint8)
+    image[40:80, 40:60] = 250                                   # the "digit"
+    box = np.array([[40, 40, 60, 80]], np.float32)
+    zoomed_in = zoomed_out = 0
+    for seed in range(30):
+        out, boxes, ignore = localise.augment(image, box, np.zeros((0, 4), np.float32), np.random.default_rng(seed))
+        assert out.shape == image.shape and out.dtype == np.uint8 and len(boxes) + len(ignore) <= 1
+        if len(boxes):
+            x0, y0, x1, y1 = np.round(boxes[0]).astype(int)
+            zoomed_in += x1 - x0 > 21
+            zoomed_out += x1 - x0 < 19
+            assert out[y0 + 2:y1 - 2, x0 + 2:x1 - 2].min() > 200, "the box must still hold the digit"
+            above, below = out[y0 - 3:y0 - 1, x0:x1] if y0 >= 3 else out[:0], out[y1 + 1:y1 + 3, x0:x1]
+            assert max(above.max(initial=0), below.max(initial=0)) < 200, "and only the digit"
+    assert zoomed_in and zoomed_out
+
+
+def test_letter_closeups_replace_scenes_with_digit_free_ones():
+    from train.synth import find_fonts
+
+    data = {"x": np.zeros((4, 128, 128, 3), np.uint8)}
+    boxes = [np.array([[10, 10, 30, 40]], np.float32)] * 4
+    ignore = [np.zeros((0, 4), np.float32)] * 4
+    cfg = localise.LocaliserConfig(augment=False, letter_closeups=1.0)
+    images, b, g = localise.training_batch(data, np.arange(4), boxes, ignore, cfg, np.random.default_rng(0),
+                                           tuple(find_fonts())[:20])
+    assert images.shape == (4, 128, 128, 3) and all(len(x) == 0 for x in b) and images.std() > 5
+    cfg = localise.LocaliserConfig(augment=False, letter_closeups=0.0)
+    images, b, _ = localise.training_batch(data, np.arange(4), boxes, ignore, cfg, np.random.default_rng(0), ())
+    assert images.max() == 0 and all(len(x) == 1 for x in b)
+
+
 def test_loss_is_lower_for_the_right_answer():
     boxes = [np.array([[40, 40, 56, 72]], np.float32)]
     t = {k: torch.from_numpy(v) for k, v in localise.targets(boxes, [np.zeros((0, 4), np.float32)], 32).items()}
@@ -48,10 +84,10 @@ def test_a_tiny_run_writes_best_and_last_and_resumes_after_an_interrupt(tmp_path
                                    data_dir=str(tmp_path / "data"), out=str(tmp_path / "run"))
     one_epoch = localise.train_one_epoch
 
-    def interrupted_in_epoch_2(*args):
+    def interrupted_in_epoch_2(*args, **kwargs):
         if args[-1] == 1:
             raise KeyboardInterrupt
-        return one_epoch(*args)
+        return one_epoch(*args, **kwargs)
 
     monkeypatch.setattr(localise, "train_one_epoch", interrupted_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):

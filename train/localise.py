@@ -11,6 +11,10 @@ at the sides of an SVHN-style crop were what the main-digit choice most often to
 ``--cut-digits ignore`` (the first localisers' training) their cells carry no loss at all. Scenes
 are rendered once and cached under ``--data-dir``. ``last.pt`` (with the optimiser) is written
 every epoch, ``best.pt`` (weights and metadata) whenever the validation box accuracy improves;
+Training scenes are augmented as they are drawn (``augment``: zoomed out onto the letterbox grey or
+into a part of the scene, channels shuffled, inverted, contrast and brightness changed), and a few
+of each batch are replaced by digit-free close-ups of letters (``train.scenes.letter_closeup``), so
+that a few epochs over the cached scenes do not learn them by heart.
 both atomically, so Ctrl-C never leaves a broken file. bf16 autocast is used where the CPU has it.
 """
 from __future__ import annotations
@@ -27,10 +31,13 @@ import torch
 from tqdm import tqdm
 
 from model.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-from model.localiser import (HEAT, INPUT_SIZE, LOG_H, LOG_W, MEAN, OFFSET_X, OFFSET_Y, OUTPUTS, STD, STRIDE,
-                             Detection, Letterbox, decode, iou, main_detection, normalize_input)
+from PIL import Image
+
+from model.localiser import (HEAT, INPUT_SIZE, LOG_H, LOG_W, MEAN, OFFSET_X, OFFSET_Y, OUTPUTS, PAD_VALUE, STD,
+                             STRIDE, Detection, Letterbox, decode, iou, main_detection, normalize_input)
 from model.networks import ArchConfig, build_network
-from train.scenes import generate_scenes
+from train.scenes import generate_scenes, letter_closeup, letterboxed, split_visible
+from train.synth import find_fonts
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,8 @@ FOCAL_ALPHA, FOCAL_BETA = 2.0, 4.0     # CenterNet's focal-loss exponents
 SIZE_WEIGHT = 1.0                      # L1 weight of the log sizes and offsets against the heat loss
 IOU_GOOD = 0.5
 CUT_DIGITS = ("negative", "ignore")    # what the localiser learns of a digit cut by the frame or its plate
+ZOOM_P, ZOOM_RANGE = 0.5, (0.5, 1.6)    # how often a training scene is zoomed, and by how much (log-uniform)
+INVERT_P, SHUFFLE_P, CONTRAST_P = 0.2, 0.5, 0.5
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,8 @@ class LocaliserConfig:
     out: str = "checkpoints/localiser-run"
     amp: bool = True
     cut_digits: str = "negative"        # digits cut by the frame: "negative" or "ignore" (CUT_DIGITS)
+    augment: bool = True                # zoom and recolour training scenes as they are drawn
+    letter_closeups: float = 0.05       # fraction of each batch replaced by digit-free letter close-ups
 
 
 # ----------------------------------------------------------------------------- data
@@ -88,6 +99,61 @@ def concatenate(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
             out[key].append(value + offset if key.endswith("_index") else value)
         offset += len(part["x"])
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def augment(image: np.ndarray, boxes: np.ndarray, ignore: np.ndarray,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One letterboxed training scene (uint8 (S, S, 3), boxes in its pixels) zoomed and recoloured.
+
+    Zoom (half the scenes, factor 0.5 to 1.6): below 1 the scene shrinks onto the letterbox grey at
+    a random place (smaller digits); above 1 a random part of it fills the input (larger digits,
+    some cut by the new edge, which become cut digits as in ``train.scenes``). Then, independently:
+    channels shuffled, the picture inverted, contrast and brightness changed.
+    """
+    size = image.shape[0]
+    if rng.random() < ZOOM_P:
+        factor = float(np.exp(rng.uniform(*np.log(ZOOM_RANGE))))
+        picture = Image.fromarray(image)
+        if factor < 1:
+            side = max(8, round(size * factor))
+            left, top = (int(v) for v in rng.integers(0, size - side + 1, 2))
+            canvas = Image.new("RGB", (size, size), PAD_VALUE)
+            canvas.paste(picture.resize((side, side), Image.Resampling.BILINEAR), (left, top))
+            image, scale, shift = np.asarray(canvas), side / size, np.array([left, top] * 2, np.float32)
+        else:
+            side = size / factor
+            x0, y0 = (float(v) for v in rng.uniform(0, size - side, 2))
+            image = np.asarray(picture.resize((size, size), Image.Resampling.BILINEAR, box=(x0, y0, x0 + side, y0 + side)))
+            scale, shift = factor, np.array([-x0, -y0] * 2, np.float32) * factor
+        frame = (0.0, 0.0, float(size), float(size))
+        boxes, cut = split_visible((boxes * scale + shift).astype(np.float32), frame)
+        ignore = np.concatenate([cut, *split_visible((ignore * scale + shift).astype(np.float32), frame)])
+    x = image.astype(np.float32)
+    if rng.random() < SHUFFLE_P:
+        x = x[..., rng.permutation(3)]
+    if rng.random() < INVERT_P:
+        x = 255.0 - x
+    if rng.random() < CONTRAST_P:
+        mean = x.mean()
+        x = (x - mean) * float(rng.uniform(0.6, 1.4)) + mean + float(rng.uniform(-30, 30))
+    return np.clip(x + 0.5, 0, 255).astype(np.uint8), boxes, ignore
+
+
+def training_batch(data: dict[str, np.ndarray], idx: np.ndarray, boxes: list[np.ndarray], ignore: list[np.ndarray],
+                   cfg: "LocaliserConfig", rng: np.random.Generator, fonts) -> tuple[np.ndarray, list, list]:
+    """The scenes ``idx`` as trained on: augmented (``cfg.augment``), some replaced by letter close-ups."""
+    images, bs, ign = [], [], []
+    for i in idx:
+        if cfg.augment:
+            image, b, g = augment(data["x"][i], boxes[i], ignore[i], rng)
+        else:
+            image, b, g = data["x"][i], boxes[i], ignore[i]
+        if fonts and rng.random() < cfg.letter_closeups:
+            image, b, g = letterboxed(letter_closeup(rng, fonts, INPUT_SIZE), INPUT_SIZE)
+        images.append(image)
+        bs.append(b)
+        ign.append(g)
+    return np.stack(images), bs, ign
 
 
 def boxes_of(data: dict[str, np.ndarray], key: str) -> list[np.ndarray]:
@@ -171,7 +237,8 @@ def evaluate(net: torch.nn.Module, data: dict[str, np.ndarray], threshold: float
 # ----------------------------------------------------------------------------- training
 
 
-def train_one_epoch(net, optimizer, scheduler, data, boxes, ignore, cfg: LocaliserConfig, epoch: int) -> float:
+def train_one_epoch(net, optimizer, scheduler, data, boxes, ignore, cfg: LocaliserConfig, epoch: int,
+                    fonts=()) -> float:
     net.train()
     rng = np.random.default_rng([cfg.seed, epoch])
     order = rng.permutation(len(data["x"]))
@@ -180,10 +247,10 @@ def train_one_epoch(net, optimizer, scheduler, data, boxes, ignore, cfg: Localis
     bar = tqdm(range(0, len(order) - cfg.batch_size + 1, cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                unit="batch", dynamic_ncols=True)
     for start in bar:
-        idx = order[start:start + cfg.batch_size]
-        x = torch.from_numpy(normalize_input(data["x"][idx]))
-        t = {k: torch.from_numpy(v) for k, v in targets([boxes[i] for i in idx], [ignore[i] for i in idx], grid,
-                                                     cfg.cut_digits).items()}
+        images, batch_boxes, batch_ignore = training_batch(data, order[start:start + cfg.batch_size], boxes, ignore,
+                                                           cfg, rng, fonts)
+        x = torch.from_numpy(normalize_input(images))
+        t = {k: torch.from_numpy(v) for k, v in targets(batch_boxes, batch_ignore, grid, cfg.cut_digits).items()}
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
             out = net(x)
         loss = localiser_loss(out, t)
@@ -202,6 +269,9 @@ def _checkpoint(net, cfg: LocaliserConfig, epoch: int, metrics: dict, state: dic
     seeds = ", ".join(map(str, cfg.data_seeds))
     dataset = (f"Scenes v1 (train/scenes.py): {cfg.scenes * len(cfg.data_seeds):,} rendered photos of house numbers, "
                f"walls and letters (render seeds {seeds}), boxes of every digit"
+               + (", zoomed and recoloured as drawn" if cfg.augment else "")
+               + (f", {cfg.letter_closeups:.0%} replaced by letter close-ups" if cfg.letter_closeups else "")
+               + f"; cut digits {'negatives' if cfg.cut_digits == 'negative' else 'ignored'}"
                + (f"; fine-tuned from {Path(cfg.init).name}" if cfg.init else ""))
     return make_checkpoint(arch, net.state_dict(), dataset=dataset, class_names=list(OUTPUTS),
                            input_size=(INPUT_SIZE, INPUT_SIZE), mean=MEAN, std=STD, metrics=metrics,
@@ -230,9 +300,10 @@ def train(cfg: LocaliserConfig, resume: str | None = None) -> Path:
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best = int(ckpt["epoch"]), float(state["best"])
     boxes, ignore = boxes_of(train_data, "boxes"), boxes_of(train_data, "ignore")
+    fonts = tuple(find_fonts()) if cfg.letter_closeups > 0 else ()
     for epoch in range(start_epoch, cfg.epochs):
         began = time.perf_counter()
-        loss = train_one_epoch(net, optimizer, scheduler, train_data, boxes, ignore, cfg, epoch)
+        loss = train_one_epoch(net, optimizer, scheduler, train_data, boxes, ignore, cfg, epoch, fonts=fonts)
         scores = evaluate(net, val_data, threshold=0.3)
         log.info("epoch %d: loss %.4f, val main-box IoU>=0.5 %.4f, false alarms on empty scenes %.4f, %.0f s",
                  epoch + 1, loss, scores["box_iou50"], scores["false_alarm"], time.perf_counter() - began)
@@ -267,6 +338,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=defaults.out, help="run folder (last.pt, best.pt)")
     p.add_argument("--cut-digits", choices=CUT_DIGITS, default=defaults.cut_digits,
                    help="digits cut by the frame or their plate's edge: negatives, or no loss")
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="train on the cached scenes as rendered (no zoom or recolouring)")
+    p.add_argument("--letter-closeups", type=float, default=defaults.letter_closeups,
+                   help="fraction of each batch replaced by digit-free close-ups of letters")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="fp32 instead of bf16 autocast")
     p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue the run saved in LAST_PT")
     return p
@@ -280,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     if resume:
         values = load_checkpoint(resume)["train_config"]
         values.setdefault("cut_digits", "ignore")     # runs made before the option ignored cut digits
+        values.setdefault("augment", False)           # ... and trained on the scenes as rendered
+        values.setdefault("letter_closeups", 0.0)
         if args.epochs not in (values["epochs"], LocaliserConfig.epochs):
             print(f"error: --resume continues the stored one-cycle schedule of {values['epochs']} epochs; to train "
                   f"longer start a new run from its weights: --init {resume} --epochs {args.epochs}", file=sys.stderr)

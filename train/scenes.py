@@ -186,7 +186,7 @@ def _plate(rng: np.random.Generator, fonts: Sequence[Path], digit_px: float) -> 
     return crop, _digit_boxes(style, label, side), style
 
 
-def _split_visible(boxes: np.ndarray, clip: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+def split_visible(boxes: np.ndarray, clip: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray]:
     """(digits, ignored): boxes mostly inside ``clip`` (clipped to it), and the rest that show at all."""
     if len(boxes) == 0:
         return boxes, boxes
@@ -213,7 +213,7 @@ def _place_plate(rng: np.random.Generator, img: np.ndarray, fonts: Sequence[Path
         _paste(img, crop, x, y, feather=0 if edge < 0.8 else max(1, side // 12))
     boxes = boxes + np.array([x, y, x, y], np.float32)
     inside = (max(x, 0), max(y, 0), min(x + side, w), min(y + side, h))
-    return _split_visible(boxes, inside)
+    return split_visible(boxes, inside)
 
 
 # ----------------------------------------------------------------------------- scenes
@@ -254,7 +254,7 @@ def _tight(rng: np.random.Generator, fonts: Sequence[Path], size: int) -> tuple[
     cy = (y0 + y1) / 2 + float(rng.normal(0, 0.05)) * ch
     left, top = int(np.clip(cx - cw / 2, 0, side - cw)), int(np.clip(cy - ch / 2, 0, side - ch))
     cut = crop[top:top + int(ch), left:left + int(cw)]
-    digits, ignored = _split_visible(boxes - np.array([left, top, left, top], np.float32), (0, 0, cut.shape[1], cut.shape[0]))
+    digits, ignored = split_visible(boxes - np.array([left, top, left, top], np.float32), (0, 0, cut.shape[1], cut.shape[0]))
     return cut, digits, ignored
 
 
@@ -283,6 +283,21 @@ def render_scene(rng: np.random.Generator, fonts: Sequence[Path], size: int = IN
         found.append(digits)
         ignored.append(cut)
     return Scene(_finish(rng, img), np.concatenate(found), np.concatenate(ignored))
+
+
+def letter_closeup(rng: np.random.Generator, fonts: Sequence[Path], size: int = INPUT_SIZE) -> Scene:
+    """A digit-free close-up: one or two letters or symbols filling most of a wall or plate, the way
+    a tight crop fills the frame with its digit (the localiser must not take them for one)."""
+    h, w = _frame_size(rng, size)
+    img = _wall(rng, h, w) if rng.random() < 0.5 else np.full((h, w, 3), _random_colour(rng, float(rng.random())), np.float32)
+    layer = Image.fromarray(np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8))
+    font = get_font(str(fonts[int(rng.integers(len(fonts)))]), max(8, int(min(h, w) * float(rng.uniform(0.5, 0.95)))))
+    text = "".join(rng.choice(list(DISTRACTORS), int(rng.integers(1, 3))))
+    colour = tuple(int(255 * c) for c in _random_colour(rng, float(rng.random())))
+    centre = (w * float(rng.uniform(0.35, 0.65)), h * float(rng.uniform(0.35, 0.65)))
+    ImageDraw.Draw(layer).text(centre, text, fill=colour, font=font, anchor="mm")
+    none = np.zeros((0, 4), np.float32)
+    return Scene(_finish(rng, np.asarray(layer, np.float32) / 255.0), none, none)
 
 
 def letterboxed(scene: Scene, size: int = INPUT_SIZE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -332,4 +347,4 @@ def generate_scenes(n: int, seed: int, split: str = "train", size: int = INPUT_S
     return out
 
 
-__all__ = ["Scene", "render_scene", "letterboxed", "generate_scenes", "KINDS", "DIGITS"]
+__all__ = ["Scene", "render_scene", "letter_closeup", "letterboxed", "split_visible", "generate_scenes", "KINDS", "DIGITS"]
