@@ -8,9 +8,9 @@ benches and the command line (``python -m model.reading PHOTO|FOLDER ... [--json
    likely meant is the largest and most central (``main_detection``); the others are counted.
    A small digit gets a second look: the localiser sees a square of four times its size around
    it (letterboxed like any picture, so a small digit is enlarged), and its box there (``main_detection`` of that square) replaces the first.
-   When the digit found fills much of the picture (a tight crop), its square and the square
-   around the whole picture are read instead of the views (their zooms and shifts would run off
-   the picture, into repeated edge pixels: measured 3 points worse on tight photos).
+   When the digit found fills much of the picture (a tight crop), the square around the whole
+   picture is the second view instead of the zooms and shifts (they would run off the picture,
+   into repeated edge pixels: measured 3 points worse on tight photos).
    When it finds none, the whole picture is read and kept only if the classifier is very sure;
    otherwise the answer is "no digit here" (``digit`` None, with a ``reason``).
 2. **Frame**: SVHN's crops widen a digit's box to a square around it, keeping its neighbours at
@@ -200,21 +200,22 @@ class Reader:
                 return self._reading(probs, views, whole, picture.size, 0, "picture")
             others = sum(1 for d in found if d is not main and iou(d.box, main.box) <= OTHER_MAX_IOU)
             if is_tight(main.box, picture.size):   # zooms and shifts would run off the picture
-                views = frame_views(pixels, main.box, self.input_size, self.views[:1])
-                views += frame_views(pixels, whole, self.input_size, self.views[:1])
-                probs, views = self._read_views(views)
+                probs, views = self._read_when_unsure(pixels, main.box, extra=whole)
             else:
                 probs, views = self._read_when_unsure(pixels, main.box)
             return self._reading(probs, views, main.box, picture.size, others, "localiser")
         probs, views = self._read_when_unsure(pixels, box)
         return self._reading(probs, views, box, picture.size, others, source)
 
-    def _read_when_unsure(self, pixels: np.ndarray, box: Box) -> tuple[np.ndarray, list[Image.Image]]:
-        """The first view of ``box``; when it is less than SURE, the other views too, all combined."""
+    def _read_when_unsure(self, pixels: np.ndarray, box: Box,
+                          extra: Box | None = None) -> tuple[np.ndarray, list[Image.Image]]:
+        """The first view of ``box``; when it is less than SURE, the other views too (or, given
+        ``extra``, the square of that box instead: a tight crop's whole picture), all combined."""
         views = frame_views(pixels, box, self.input_size, self.views[:1])
         each = self._classify(views)
-        if each.max() < SURE and len(self.views) > 1:
-            more = frame_views(pixels, box, self.input_size, self.views[1:])
+        if each.max() < SURE and (extra is not None or len(self.views) > 1):
+            more = (frame_views(pixels, extra, self.input_size, self.views[:1]) if extra is not None
+                    else frame_views(pixels, box, self.input_size, self.views[1:]))
             each, views = np.concatenate([each, self._classify(more)]), views + more
         return self._combine(each), views
 
