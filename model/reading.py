@@ -199,10 +199,8 @@ class Reader:
                     return Reading(None, 0.0, np.zeros(0, np.float32), None, 0, NO_DIGIT, seen, "localiser", 0)
                 return self._reading(probs, views, whole, picture.size, 0, "picture")
             others = sum(1 for d in found if d is not main and iou(d.box, main.box) <= OTHER_MAX_IOU)
-            if is_tight(main.box, picture.size):   # zooms and shifts would run off the picture
-                probs, views = self._read_when_unsure(pixels, main.box, extra=whole)
-            else:
-                probs, views = self._read_when_unsure(pixels, main.box)
+            tight = is_tight(main.box, picture.size)   # zooms and shifts would run off the picture
+            probs, views = self._read_when_unsure(pixels, main.box, extra=whole if tight else None)
             return self._reading(probs, views, main.box, picture.size, others, "localiser")
         probs, views = self._read_when_unsure(pixels, box)
         return self._reading(probs, views, box, picture.size, others, source)
