@@ -31,11 +31,9 @@ from train.loop import fit  # noqa: E402
 PRECISIONS = {"bf16": True, "fp32": False}
 
 
-def one_run(seed: int, amp: bool, args: argparse.Namespace, out: Path, depth: int | None = None,
-            epochs: int | None = None) -> dict:
+def one_run(seed: int, amp: bool, args: argparse.Namespace, out: Path) -> dict:
     cfg = TrainConfig(dataset="SynthDigits", data_dir=args.data_dir, synth_size=args.synth_size, val_size=args.val_size,
-                      depth=depth or args.depth, width=args.width if depth is None else 1, dropout=0.3,
-                      epochs=epochs or args.epochs, batch_size=128, lr=0.05,
+                      depth=args.depth, width=args.width, dropout=0.3, epochs=args.epochs, batch_size=128, lr=0.05,
                       milestones=(max(1, args.epochs - 1),), seed=seed, device="cpu", amp=amp, out=str(out),
                       eval_npz=args.eval_npz if Path(args.eval_npz).is_file() else "")
     began = time.perf_counter()
@@ -65,7 +63,8 @@ def main() -> None:
     results = {name: [] for name in PRECISIONS}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            one_run(seed, False, args, Path(tmp) / f"warm-up-{seed}", depth=10, epochs=1)   # renders the data, untimed
+            warm_up = argparse.Namespace(**{**vars(args), "depth": 10, "width": 1, "epochs": 1})
+            one_run(seed, False, warm_up, Path(tmp) / f"warm-up-{seed}")   # renders the data, untimed
             for name, amp in PRECISIONS.items():
                 r = one_run(seed, amp, args, Path(tmp) / f"{name}-{seed}")
                 results[name].append(r)
