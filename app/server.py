@@ -102,6 +102,11 @@ class BufferedWorker(Worker):
         await front.drain(self.cfg.graceful_timeout)
 
 
+def worker_ready(worker: Worker) -> None:
+    """gunicorn's ``post_worker_init`` hook: the worker has loaded the app and its models."""
+    worker.log.info("Worker ready (pid: %s)", worker.pid)
+
+
 class GunicornServer(BaseApplication):
     """gunicorn with the app factory called lazily, in each worker after the fork."""
 
@@ -117,7 +122,7 @@ class GunicornServer(BaseApplication):
             "worker_connections": cfg.limits.max_connections, "keepalive": math.ceil(cfg.limits.keepalive_s),
             "preload_app": False, "graceful_timeout": GRACEFUL_TIMEOUT_S,
             "timeout": WORKER_TIMEOUT_S, "proc_name": "digits", "loglevel": "info",
-            "control_socket_disable": True,
+            "control_socket_disable": True, "post_worker_init": worker_ready,
         }
         for key, value in settings.items():
             self.cfg.set(key, value)

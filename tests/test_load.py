@@ -13,14 +13,12 @@ import pytest
 
 import tests.app_images as pics
 from bench.serve import child_pids, multipart, rss_mb, run_load
-from tests.servers import running_gunicorn
+from tests.servers import running_gunicorn, settled_rss
 
 WORKERS = 2
 THREADS = 4
 CLIENTS = 8
 SETTLE_S = 3              # one warm-up round
-SETTLE_ROUNDS = 8         # at most this many rounds for every worker's memory to settle
-SETTLED_MB = 2.0          # a worker has settled when one round grows it by less than this
 LOAD_S = 25
 MIN_REQUESTS = 1000       # about 300 requests/s on a quiet machine; far fewer when the cores are shared
 MAX_GROWTH_MB = 10.0
@@ -48,21 +46,9 @@ def mixed_load(port: int, seconds: float) -> list:
     return results
 
 
-def settled_rss(port: int, workers: list[int]) -> dict[int, float]:
-    """Each worker's resident MB once one warm-up round no longer grows any of them."""
-    last = {pid: rss_mb(pid) for pid in workers}
-    for _ in range(SETTLE_ROUNDS):
-        mixed_load(port, SETTLE_S)
-        now = {pid: rss_mb(pid) for pid in workers}
-        if all(now[pid] - last[pid] < SETTLED_MB for pid in workers):
-            return now
-        last = now
-    pytest.fail(f"worker memory still growing after {SETTLE_ROUNDS} warm-up rounds of {SETTLE_S} s: {last} -> {now} MB")
-
-
 def test_gunicorn_serves_thousands_of_requests_without_errors_or_memory_growth(server):
     proc, port, workers, log = server
-    before = settled_rss(port, workers)
+    before = settled_rss(workers, lambda: mixed_load(port, SETTLE_S))
     results = mixed_load(port, LOAD_S)
     after = {pid: rss_mb(pid) for pid in workers}
     requests = sum(r.requests for r in results)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from bench.serve import child_pids, multipart, rss_mb, run_load, sample_jpeg
-from tests.servers import running_gunicorn
+from tests.servers import running_gunicorn, settled_rss
 from bench.slow_clients import attack
 
 WORKERS = 2               # main-flask.py's defaults: 16 request threads in all
@@ -22,7 +22,7 @@ SLOW_S = 10
 HEADER_TIMEOUT_S = 2.0
 UPLOAD_TIMEOUT_S = 3.0
 ANSWER_WITHIN_S = 2.0
-WARM_UP_S = 3.0
+WARM_UP_S = 3.0           # one warm-up round
 LATE_S = 1.5              # how late past its deadline a slow connection may be cut on a busy machine
 MAX_GROWTH_MB = 10.0
 
@@ -39,11 +39,12 @@ def server(served_checkpoint, tmp_path_factory):
 def test_normal_clients_are_answered_within_2_s_while_200_slow_clients_hold_on(server):
     proc, port, workers, log = server
     body, ctype = multipart(sample_jpeg())
-    # Normal requests first, on every worker, so their memory arenas and the reading pipeline's first
-    # allocations are in place: what is measured then is growth under the slow clients.
-    warm_up = run_load(port, body, ctype, concurrency=WORKERS * THREADS, seconds=WARM_UP_S)
-    assert warm_up.errors == 0 and warm_up.requests > 0
-    rss_before = {pid: rss_mb(pid) for pid in workers}
+    # Normal requests first, until every worker's memory has settled (its arenas and its threads'
+    # first allocations in place): what is measured then is growth under the slow clients.
+    def warm_up():
+        load = run_load(port, body, ctype, concurrency=WORKERS * THREADS, seconds=WARM_UP_S)
+        assert load.errors == 0 and load.requests > 0
+    rss_before = settled_rss(workers, warm_up)
     result = attack(port, SLOW_CLIENTS, SLOW_S, body, ctype)
     rss_after = {pid: rss_mb(pid) for pid in workers}
     print(f"\n{result.story()}\nworker RSS MB before {rss_before}, after {rss_after}")
