@@ -52,19 +52,41 @@ def test_augmented_scenes_keep_their_boxes_on_their_digits(monkeypatch):
     assert zoomed_in and zoomed_out
 
 
-def test_letter_closeups_replace_scenes_with_digit_free_ones():
+def test_closeups_replace_scenes_with_letters_alone_or_one_digit_alone():
     from train.synth import find_fonts
 
-    data = {"x": np.zeros((4, 128, 128, 3), np.uint8)}
-    boxes = [np.array([[10, 10, 30, 40]], np.float32)] * 4
-    ignore = [np.zeros((0, 4), np.float32)] * 4
-    cfg = localise.LocaliserConfig(augment=False, letter_closeups=1.0)
-    images, b, g = localise.training_batch(data, np.arange(4), boxes, ignore, cfg, np.random.default_rng(0),
-                                           tuple(find_fonts())[:20])
-    assert images.shape == (4, 128, 128, 3) and all(len(x) == 0 for x in b) and images.std() > 5
-    cfg = localise.LocaliserConfig(augment=False, letter_closeups=0.0)
-    images, b, _ = localise.training_batch(data, np.arange(4), boxes, ignore, cfg, np.random.default_rng(0), ())
+    data = {"x": np.zeros((6, 128, 128, 3), np.uint8)}
+    boxes = [np.array([[10, 10, 30, 40]], np.float32)] * 6
+    ignore = [np.zeros((0, 4), np.float32)] * 6
+    fonts = tuple(find_fonts())[:20]
+    cfg = localise.LocaliserConfig(augment=False, letter_closeups=1.0, digit_closeups=0.0)
+    images, b, g = localise.training_batch(data, np.arange(6), boxes, ignore, cfg, np.random.default_rng(0), fonts)
+    assert images.shape == (6, 128, 128, 3) and all(len(x) == 0 for x in b) and images.std() > 5
+    cfg = localise.LocaliserConfig(augment=False, letter_closeups=0.0, digit_closeups=1.0)
+    images, b, g = localise.training_batch(data, np.arange(6), boxes, ignore, cfg, np.random.default_rng(0), fonts)
+    assert all(len(x) + len(y) == 1 for x, y in zip(b, g)) and sum(len(x) for x in b) >= 4
+    assert all(y1 - y0 > 20 for found in b for x0, y0, x1, y1 in found), "large digits"
+    cfg = localise.LocaliserConfig(augment=False, letter_closeups=0.0, digit_closeups=0.0)
+    images, b, _ = localise.training_batch(data, np.arange(6), boxes, ignore, cfg, np.random.default_rng(0), ())
     assert images.max() == 0 and all(len(x) == 1 for x in b)
+
+
+def test_a_digit_closeup_box_is_one_large_digit_near_the_middle():
+    from train.scenes import closeup
+    from train.synth import find_fonts
+
+    fonts, found = tuple(find_fonts())[:20], 0
+    for seed in range(8):
+        scene = closeup(np.random.default_rng(seed), fonts, 128, digit=True)
+        assert len(scene.boxes) + len(scene.ignore) == 1
+        h, w = scene.image.shape[:2]
+        for x0, y0, x1, y1 in scene.boxes:
+            found += 1
+            assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+            assert 0.25 * min(h, w) <= y1 - y0, "a digit filling much of the frame"
+            assert 0.2 * w < (x0 + x1) / 2 < 0.8 * w and 0.2 * h < (y0 + y1) / 2 < 0.8 * h
+        assert len(closeup(np.random.default_rng(seed), fonts, 128).boxes) == 0, "letters alone: no digit"
+    assert found >= 6
 
 
 def test_loss_is_lower_for_the_right_answer():

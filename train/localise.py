@@ -11,11 +11,13 @@ at the sides of an SVHN-style crop were what the main-digit choice most often to
 ``--cut-digits ignore`` (the first localisers' training) their cells carry no loss at all. Scenes
 are rendered once and cached under ``--data-dir``. ``last.pt`` (with the optimiser) is written
 every epoch, ``best.pt`` (weights and metadata) whenever the validation box accuracy improves;
-Training scenes are augmented as they are drawn (``augment``: zoomed out onto the letterbox grey or
-into a part of the scene, channels shuffled, inverted, contrast and brightness changed), and a few
-of each batch are replaced by digit-free close-ups of letters (``train.scenes.letter_closeup``), so
-that a few epochs over the cached scenes do not learn them by heart.
-both atomically, so Ctrl-C never leaves a broken file. bf16 autocast is used where the CPU has it.
+both atomically, so Ctrl-C never leaves a broken file. Training scenes are augmented as they are
+drawn (``augment``: zoomed out onto the letterbox grey or into a part of the scene, channels
+shuffled, inverted, contrast and brightness changed), so that a few epochs over the cached scenes
+do not learn them by heart, and a few of each batch are replaced by close-ups
+(``train.scenes.closeup``): letters filling the frame as negatives, and as many single large digits
+alone on a wall as positives, without which the letters teach that a large glyph alone is no digit.
+bf16 autocast is used where the CPU has it.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ from PIL import Image
 from model.localiser import (HEAT, INPUT_SIZE, LOG_H, LOG_W, MEAN, OFFSET_X, OFFSET_Y, OUTPUTS, PAD_VALUE, STD,
                              STRIDE, Detection, Letterbox, decode, iou, main_detection, normalize_input)
 from model.networks import ArchConfig, build_network
-from train.scenes import generate_scenes, letter_closeup, letterboxed, split_visible
+from train.scenes import closeup, generate_scenes, letterboxed, split_visible
 from train.synth import find_fonts
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ class LocaliserConfig:
     cut_digits: str = "negative"        # digits cut by the frame: "negative" or "ignore" (CUT_DIGITS)
     augment: bool = True                # zoom and recolour training scenes as they are drawn
     letter_closeups: float = 0.05       # fraction of each batch replaced by digit-free letter close-ups
+    digit_closeups: float = 0.05        # ... and by close-ups of one large digit alone (positives)
 
 
 # ----------------------------------------------------------------------------- data
@@ -141,15 +144,17 @@ def augment(image: np.ndarray, boxes: np.ndarray, ignore: np.ndarray,
 
 def training_batch(data: dict[str, np.ndarray], idx: np.ndarray, boxes: list[np.ndarray], ignore: list[np.ndarray],
                    cfg: "LocaliserConfig", rng: np.random.Generator, fonts) -> tuple[np.ndarray, list, list]:
-    """The scenes ``idx`` as trained on: augmented (``cfg.augment``), some replaced by letter close-ups."""
+    """The scenes ``idx`` as trained on: augmented (``cfg.augment``), some replaced by close-ups of
+    letters (``cfg.letter_closeups``) or of one digit (``cfg.digit_closeups``)."""
     images, bs, ign = [], [], []
     for i in idx:
         if cfg.augment:
             image, b, g = augment(data["x"][i], boxes[i], ignore[i], rng)
         else:
             image, b, g = data["x"][i], boxes[i], ignore[i]
-        if fonts and rng.random() < cfg.letter_closeups:
-            image, b, g = letterboxed(letter_closeup(rng, fonts, INPUT_SIZE), INPUT_SIZE)
+        draw = rng.random()
+        if fonts and draw < cfg.letter_closeups + cfg.digit_closeups:
+            image, b, g = letterboxed(closeup(rng, fonts, INPUT_SIZE, digit=draw >= cfg.letter_closeups), INPUT_SIZE)
         images.append(image)
         bs.append(b)
         ign.append(g)
@@ -271,6 +276,7 @@ def _checkpoint(net, cfg: LocaliserConfig, epoch: int, metrics: dict, state: dic
                f"walls and letters (render seeds {seeds}), boxes of every digit"
                + (", zoomed and recoloured as drawn" if cfg.augment else "")
                + (f", {cfg.letter_closeups:.0%} replaced by letter close-ups" if cfg.letter_closeups else "")
+               + (f", {cfg.digit_closeups:.0%} by close-ups of one digit" if cfg.digit_closeups else "")
                + f"; cut digits {'negatives' if cfg.cut_digits == 'negative' else 'ignored'}"
                + (f"; fine-tuned from {Path(cfg.init).name}" if cfg.init else ""))
     return make_checkpoint(arch, net.state_dict(), dataset=dataset, class_names=list(OUTPUTS),
@@ -300,7 +306,7 @@ def train(cfg: LocaliserConfig, resume: str | None = None) -> Path:
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best = int(ckpt["epoch"]), float(state["best"])
     boxes, ignore = boxes_of(train_data, "boxes"), boxes_of(train_data, "ignore")
-    fonts = tuple(find_fonts()) if cfg.letter_closeups > 0 else ()
+    fonts = tuple(find_fonts()) if cfg.letter_closeups + cfg.digit_closeups > 0 else ()
     for epoch in range(start_epoch, cfg.epochs):
         began = time.perf_counter()
         loss = train_one_epoch(net, optimizer, scheduler, train_data, boxes, ignore, cfg, epoch, fonts=fonts)
@@ -342,6 +348,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="train on the cached scenes as rendered (no zoom or recolouring)")
     p.add_argument("--letter-closeups", type=float, default=defaults.letter_closeups,
                    help="fraction of each batch replaced by digit-free close-ups of letters")
+    p.add_argument("--digit-closeups", type=float, default=defaults.digit_closeups,
+                   help="fraction of each batch replaced by close-ups of one large digit alone")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="fp32 instead of bf16 autocast")
     p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue the run saved in LAST_PT")
     return p
@@ -357,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         values.setdefault("cut_digits", "ignore")     # runs made before the option ignored cut digits
         values.setdefault("augment", False)           # ... and trained on the scenes as rendered
         values.setdefault("letter_closeups", 0.0)
+        values.setdefault("digit_closeups", 0.0)
         if args.epochs not in (values["epochs"], LocaliserConfig.epochs):
             print(f"error: --resume continues the stored one-cycle schedule of {values['epochs']} epochs; to train "
                   f"longer start a new run from its weights: --init {resume} --epochs {args.epochs}", file=sys.stderr)

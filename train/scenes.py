@@ -285,19 +285,27 @@ def render_scene(rng: np.random.Generator, fonts: Sequence[Path], size: int = IN
     return Scene(_finish(rng, img), np.concatenate(found), np.concatenate(ignored))
 
 
-def letter_closeup(rng: np.random.Generator, fonts: Sequence[Path], size: int = INPUT_SIZE) -> Scene:
-    """A digit-free close-up: one or two letters or symbols filling most of a wall or plate, the way
-    a tight crop fills the frame with its digit (the localiser must not take them for one)."""
+def closeup(rng: np.random.Generator, fonts: Sequence[Path], size: int = INPUT_SIZE, digit: bool = False) -> Scene:
+    """A close-up: one glyph or two filling most of a bare wall or a plain plate, the way a tight
+    crop fills the frame with its digit. Letters or symbols (``digit=False``): digit-free, the
+    localiser must not take them for a digit. One digit (``digit=True``): its ink box, so that a
+    large digit alone on a wall stays a digit for a localiser also shown the letter close-ups."""
     h, w = _frame_size(rng, size)
     img = _wall(rng, h, w) if rng.random() < 0.5 else np.full((h, w, 3), _random_colour(rng, float(rng.random())), np.float32)
     layer = Image.fromarray(np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8))
     font = get_font(str(fonts[int(rng.integers(len(fonts)))]), max(8, int(min(h, w) * float(rng.uniform(0.5, 0.95)))))
-    text = "".join(rng.choice(list(DISTRACTORS), int(rng.integers(1, 3))))
+    text = str(int(rng.integers(10))) if digit else "".join(rng.choice(list(DISTRACTORS), int(rng.integers(1, 3))))
     colour = tuple(int(255 * c) for c in _random_colour(rng, float(rng.random())))
     centre = (w * float(rng.uniform(0.35, 0.65)), h * float(rng.uniform(0.35, 0.65)))
-    ImageDraw.Draw(layer).text(centre, text, fill=colour, font=font, anchor="mm")
-    none = np.zeros((0, 4), np.float32)
-    return Scene(_finish(rng, np.asarray(layer, np.float32) / 255.0), none, none)
+    ink = Image.new("L", layer.size, 0)
+    ImageDraw.Draw(ink).text(centre, text, fill=255, font=font, anchor="mm")
+    layer.paste(colour, mask=ink)
+    boxes = ignored = np.zeros((0, 4), np.float32)
+    if digit and (bbox := ink.getbbox()) is not None:
+        x0, y0, x1, y1 = bbox
+        cut = x0 == 0 or y0 == 0 or x1 == w or y1 == h            # the ink runs off the frame
+        boxes, ignored = (boxes, np.asarray([bbox], np.float32)) if cut else (np.asarray([bbox], np.float32), boxes)
+    return Scene(_finish(rng, np.asarray(layer, np.float32) / 255.0), boxes, ignored)
 
 
 def letterboxed(scene: Scene, size: int = INPUT_SIZE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -347,4 +355,4 @@ def generate_scenes(n: int, seed: int, split: str = "train", size: int = INPUT_S
     return out
 
 
-__all__ = ["Scene", "render_scene", "letter_closeup", "letterboxed", "split_visible", "generate_scenes", "KINDS", "DIGITS"]
+__all__ = ["Scene", "render_scene", "closeup", "letterboxed", "split_visible", "generate_scenes", "KINDS", "DIGITS"]
