@@ -286,25 +286,27 @@ def render_scene(rng: np.random.Generator, fonts: Sequence[Path], size: int = IN
 
 
 def closeup(rng: np.random.Generator, fonts: Sequence[Path], size: int = INPUT_SIZE, digit: bool = False) -> Scene:
-    """A close-up: one glyph or two filling most of a bare wall or a plain plate, the way a tight
+    """A close-up: one glyph or two filling much of a bare wall or a plain plate, the way a tight
     crop fills the frame with its digit. Letters or symbols (``digit=False``): digit-free, the
     localiser must not take them for a digit. One digit (``digit=True``): its ink box, so that a
-    large digit alone on a wall stays a digit for a localiser also shown the letter close-ups."""
+    large digit alone on a wall stays a digit for a localiser also shown the letter close-ups; up to
+    as tall as the frame or a little more, as people crop, so a digit may touch or cross the frame's
+    edges (mostly visible: a digit, its box clipped; mostly cut: a cut digit, as in the scenes)."""
     h, w = _frame_size(rng, size)
     img = _wall(rng, h, w) if rng.random() < 0.5 else np.full((h, w, 3), _random_colour(rng, float(rng.random())), np.float32)
     layer = Image.fromarray(np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8))
-    font = get_font(str(fonts[int(rng.integers(len(fonts)))]), max(8, int(min(h, w) * float(rng.uniform(0.5, 0.95)))))
+    fill = float(rng.uniform(0.5, 0.95)) if not digit or rng.random() < 0.5 else float(rng.uniform(0.95, 1.5))
+    font = get_font(str(fonts[int(rng.integers(len(fonts)))]), max(8, int(min(h, w) * fill)))
     text = str(int(rng.integers(10))) if digit else "".join(rng.choice(list(DISTRACTORS), int(rng.integers(1, 3))))
     colour = tuple(int(255 * c) for c in _random_colour(rng, float(rng.random())))
-    centre = (w * float(rng.uniform(0.35, 0.65)), h * float(rng.uniform(0.35, 0.65)))
-    ink = Image.new("L", layer.size, 0)
+    margin = max(h, w)       # the ink is drawn on a larger canvas, so its box is known past the frame
+    centre = (margin + w * float(rng.uniform(0.35, 0.65)), margin + h * float(rng.uniform(0.35, 0.65)))
+    ink = Image.new("L", (w + 2 * margin, h + 2 * margin), 0)
     ImageDraw.Draw(ink).text(centre, text, fill=255, font=font, anchor="mm")
-    layer.paste(colour, mask=ink)
+    layer.paste(colour, mask=ink.crop((margin, margin, margin + w, margin + h)))
     boxes = ignored = np.zeros((0, 4), np.float32)
     if digit and (bbox := ink.getbbox()) is not None:
-        x0, y0, x1, y1 = bbox
-        cut = x0 == 0 or y0 == 0 or x1 == w or y1 == h            # the ink runs off the frame
-        boxes, ignored = (boxes, np.asarray([bbox], np.float32)) if cut else (np.asarray([bbox], np.float32), boxes)
+        boxes, ignored = split_visible(np.asarray([bbox], np.float32) - margin, (0, 0, w, h))
     return Scene(_finish(rng, np.asarray(layer, np.float32) / 255.0), boxes, ignored)
 
 
