@@ -289,17 +289,18 @@ def closeup(rng: np.random.Generator, fonts: Sequence[Path], size: int = INPUT_S
     """A close-up: one glyph or two filling much of a bare wall or a plain plate, the way a tight
     crop fills the frame with its digit. Letters or symbols (``digit=False``): digit-free, the
     localiser must not take them for a digit. One digit (``digit=True``): its ink box, so that a
-    large digit alone on a wall stays a digit for a localiser also shown the letter close-ups; up to
-    as tall as the frame or a little more, as people crop, so a digit may touch or cross the frame's
-    edges (mostly visible: a digit, its box clipped; mostly cut: a cut digit, as in the scenes)."""
+    large digit alone on a wall stays a digit for a localiser also shown the letter close-ups. The
+    ink is drawn on a larger canvas, so a digit crossing the frame's edge gets its true box: mostly
+    visible, a digit (its box clipped); mostly cut, a cut digit, as in the scenes. (Digits up to
+    1.5x the frame's shorter side, as people crop, were tried in localiser run 7: no better on tight
+    crops; docs/reading.md.)"""
     h, w = _frame_size(rng, size)
     img = _wall(rng, h, w) if rng.random() < 0.5 else np.full((h, w, 3), _random_colour(rng, float(rng.random())), np.float32)
     layer = Image.fromarray(np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8))
-    fill = float(rng.uniform(0.5, 0.95)) if not digit or rng.random() < 0.5 else float(rng.uniform(0.95, 1.5))
-    font = get_font(str(fonts[int(rng.integers(len(fonts)))]), max(8, int(min(h, w) * fill)))
+    font = get_font(str(fonts[int(rng.integers(len(fonts)))]), max(8, int(min(h, w) * float(rng.uniform(0.5, 0.95)))))
     text = str(int(rng.integers(10))) if digit else "".join(rng.choice(list(DISTRACTORS), int(rng.integers(1, 3))))
     colour = tuple(int(255 * c) for c in _random_colour(rng, float(rng.random())))
-    margin = max(h, w)       # the ink is drawn on a larger canvas, so its box is known past the frame
+    margin = max(h, w)
     centre = (margin + w * float(rng.uniform(0.35, 0.65)), margin + h * float(rng.uniform(0.35, 0.65)))
     ink = Image.new("L", (w + 2 * margin, h + 2 * margin), 0)
     ImageDraw.Draw(ink).text(centre, text, fill=255, font=font, anchor="mm")
