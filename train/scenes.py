@@ -60,6 +60,11 @@ def _noise_field(rng: np.random.Generator, h: int, w: int, cells: int) -> np.nda
     return np.asarray(Image.fromarray(coarse, "F").resize((w, h), Image.Resampling.BICUBIC))
 
 
+def _picture(img: np.ndarray) -> Image.Image:
+    """A float32 RGB image in [0, 1] as an 8-bit Pillow picture."""
+    return Image.fromarray(np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8))
+
+
 def _wall(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A wall: float32 (h, w, 3) in 0-1, plain, mottled, brick or siding, with gradient and grain."""
     base = np.asarray(_random_colour(rng, float(rng.uniform(0.15, 0.95))), np.float32)
@@ -88,7 +93,7 @@ def _wall(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 def _draw_clutter(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     """Windows, signs, pipes and wires: random rectangles and lines over the wall."""
     h, w = img.shape[:2]
-    layer = Image.fromarray(np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8))
+    layer = _picture(img)
     draw = ImageDraw.Draw(layer)
     for _ in range(rng.integers(0, 5)):
         colour = tuple(int(255 * c) for c in _random_colour(rng, float(rng.random())))
@@ -105,7 +110,7 @@ def _draw_clutter(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
 def _draw_letters(rng: np.random.Generator, img: np.ndarray, fonts: Sequence[Path]) -> np.ndarray:
     """Words of letters and symbols (no digit look-alikes) in random faces, sizes and colours."""
     h, w = img.shape[:2]
-    layer = Image.fromarray(np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8))
+    layer = _picture(img)
     draw = ImageDraw.Draw(layer)
     for _ in range(rng.integers(1, 4)):
         size = int(np.exp(rng.uniform(np.log(8), np.log(max(9, 0.8 * min(h, w))))))
@@ -230,7 +235,7 @@ def _finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     h, w = img.shape[:2]
     img = img * (1.0 + float(rng.uniform(0, 0.4)) * _noise_field(rng, h, w, 2)[..., None])
     img = img * float(rng.uniform(0.5, 1.2)) + float(rng.uniform(-0.1, 0.1))
-    pil = Image.fromarray(np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8))
+    pil = _picture(img)
     if rng.random() < 0.5:
         pil = pil.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.5))))
     out = np.asarray(pil, np.float32) + rng.normal(0, float(rng.uniform(0, 6)), (h, w, 3)).astype(np.float32)
@@ -265,7 +270,7 @@ def render_scene(rng: np.random.Generator, fonts: Sequence[Path], size: int = IN
         img, digits, ignored = _tight(rng, fonts, size)
         scale = size / max(img.shape[:2])
         new_size = (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale)))
-        out = Image.fromarray(np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)).resize(new_size, Image.Resampling.BILINEAR)
+        out = _picture(img).resize(new_size, Image.Resampling.BILINEAR)
         img = np.asarray(out, np.float32) / 255.0
         to_frame = lambda b: np.minimum(b * scale, [*new_size, *new_size]).astype(np.float32)  # noqa: E731
         return Scene(_finish(rng, img), to_frame(digits), to_frame(ignored))
@@ -296,7 +301,7 @@ def closeup(rng: np.random.Generator, fonts: Sequence[Path], size: int = INPUT_S
     crops; docs/reading.md.)"""
     h, w = _frame_size(rng, size)
     img = _wall(rng, h, w) if rng.random() < 0.5 else np.full((h, w, 3), _random_colour(rng, float(rng.random())), np.float32)
-    layer = Image.fromarray(np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8))
+    layer = _picture(img)
     font = get_font(str(fonts[int(rng.integers(len(fonts)))]), max(8, int(min(h, w) * float(rng.uniform(0.5, 0.95)))))
     text = str(int(rng.integers(10))) if digit else "".join(rng.choice(list(DISTRACTORS), int(rng.integers(1, 3))))
     colour = tuple(int(255 * c) for c in _random_colour(rng, float(rng.random())))
