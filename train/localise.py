@@ -30,11 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from model.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-from PIL import Image
-
 from model.localiser import (HEAT, INPUT_SIZE, LOG_H, LOG_W, MEAN, OFFSET_X, OFFSET_Y, OUTPUTS, PAD_VALUE, STD,
                              STRIDE, Detection, Letterbox, decode, iou, main_detection, normalize_input)
 from model.networks import ArchConfig, build_network
@@ -148,13 +147,13 @@ def training_batch(data: dict[str, np.ndarray], idx: np.ndarray, boxes: list[np.
     letters (``cfg.letter_closeups``) or of one digit (``cfg.digit_closeups``)."""
     images, bs, ign = [], [], []
     for i in idx:
-        if cfg.augment:
-            image, b, g = augment(data["x"][i], boxes[i], ignore[i], rng)
-        else:
-            image, b, g = data["x"][i], boxes[i], ignore[i]
         draw = rng.random()
         if fonts and draw < cfg.letter_closeups + cfg.digit_closeups:
             image, b, g = letterboxed(closeup(rng, fonts, INPUT_SIZE, digit=draw >= cfg.letter_closeups), INPUT_SIZE)
+        elif cfg.augment:
+            image, b, g = augment(data["x"][i], boxes[i], ignore[i], rng)
+        else:
+            image, b, g = data["x"][i], boxes[i], ignore[i]
         images.append(image)
         bs.append(b)
         ign.append(g)
