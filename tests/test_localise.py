@@ -71,6 +71,22 @@ def test_closeups_replace_scenes_with_letters_alone_or_one_digit_alone():
     assert images.max() == 0 and all(len(x) == 1 for x in b)
 
 
+def test_svhn_crops_replace_scenes_with_a_tight_crop_or_a_small_plate_on_a_wall():
+    from train.synth import find_fonts
+
+    data = {"x": np.zeros((40, 128, 128, 3), np.uint8)}
+    boxes = [np.array([[10, 10, 30, 40]], np.float32)] * 40
+    ignore = [np.zeros((0, 4), np.float32)] * 40
+    cfg = localise.LocaliserConfig(augment=False, letter_closeups=0.0, digit_closeups=0.0, svhn_crops=1.0)
+    images, b, g = localise.training_batch(data, np.arange(40), boxes, ignore, cfg, np.random.default_rng(0),
+                                           tuple(find_fonts())[:20])
+    assert images.shape == (40, 128, 128, 3) and images.std() > 5
+    heights = np.array([max(y1 - y0 for _, y0, _, y1 in found) for found in b if len(found)])
+    assert len(heights) >= 36, "nearly every SVHN crop keeps its middle digit"
+    assert (heights > 0.6 * 128).sum() >= 10, "tight crops: the digit nearly as tall as the picture"
+    assert (heights < 0.4 * 128).sum() >= 10, "small plates on a wall"
+
+
 def test_a_digit_closeup_box_is_one_large_digit_near_the_middle():
     from train.scenes import closeup
     from train.synth import find_fonts

@@ -60,3 +60,15 @@ def test_digit_boxes_hold_the_ink(fonts):
 def test_unknown_split_is_refused():
     with pytest.raises(ValueError, match="Invalid split"):
         scenes.generate_scenes(1, seed=0, split="nope")
+
+
+def test_an_svhn_crop_boxes_its_middle_digit_where_it_is_drawn(fonts):
+    for seed in range(12):
+        scene = scenes.svhn_crop(np.random.default_rng([3, seed]), fonts, 128)
+        h, w = scene.image.shape[:2]
+        assert max(h, w) == 128 and scene.image.dtype == np.uint8
+        assert len(scene.boxes) >= 1, "the middle digit is always whole"
+        for x0, y0, x1, y1 in scene.boxes:
+            assert 0 <= x0 < x1 <= w + 1e-3 and 0 <= y0 < y1 <= h + 1e-3
+            inside = scene.image[int(y0) + 1:int(y1) - 1, int(x0) + 1:int(x1) - 1].astype(float)
+            assert inside.std() > 4, "a box holds ink, not plain plate"

@@ -16,7 +16,9 @@ drawn (``augment``: zoomed out onto the letterbox grey or into a part of the sce
 shuffled, inverted, contrast and brightness changed), so that a few epochs over the cached scenes
 do not learn them by heart, and a few of each batch are replaced by close-ups
 (``train.scenes.closeup``): letters filling the frame as negatives, and as many single large digits
-alone on a wall as positives, without which the letters teach that a large glyph alone is no digit.
+alone on a wall as positives, without which the letters teach that a large glyph alone is no digit;
+with ``--svhn-crops``, also by small SVHN-style crops enlarged (``train.scenes.svhn_crop``), the
+soft tight crops and low-resolution plates of real photos that the sharp scenes lack.
 bf16 autocast is used where the CPU has it.
 """
 from __future__ import annotations
@@ -37,7 +39,7 @@ from model.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from model.localiser import (HEAT, INPUT_SIZE, LOG_H, LOG_W, MEAN, OFFSET_X, OFFSET_Y, OUTPUTS, PAD_VALUE, STD,
                              STRIDE, Detection, Letterbox, decode, iou, main_detection, normalize_input)
 from model.networks import ArchConfig, build_network
-from train.scenes import closeup, generate_scenes, letterboxed, split_visible
+from train.scenes import closeup, generate_scenes, letterboxed, split_visible, svhn_crop
 from train.synth import find_fonts
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ class LocaliserConfig:
     augment: bool = True                # zoom and recolour training scenes as they are drawn
     letter_closeups: float = 0.05       # fraction of each batch replaced by digit-free letter close-ups
     digit_closeups: float = 0.05        # ... and by close-ups of one large digit alone (positives)
+    svhn_crops: float = 0.0             # ... and by small SVHN-style crops, enlarged: tight or on a wall
 
 
 # ----------------------------------------------------------------------------- data
@@ -144,12 +147,16 @@ def augment(image: np.ndarray, boxes: np.ndarray, ignore: np.ndarray,
 def training_batch(data: dict[str, np.ndarray], idx: np.ndarray, boxes: list[np.ndarray], ignore: list[np.ndarray],
                    cfg: "LocaliserConfig", rng: np.random.Generator, fonts) -> tuple[np.ndarray, list, list]:
     """The scenes ``idx`` as trained on: augmented (``cfg.augment``), some replaced by close-ups of
-    letters (``cfg.letter_closeups``) or of one digit (``cfg.digit_closeups``)."""
+    letters (``cfg.letter_closeups``) or of one digit (``cfg.digit_closeups``), or by SVHN-style
+    crops (``cfg.svhn_crops``), all rendered as drawn."""
     images, bs, ign = [], [], []
+    closeups = cfg.letter_closeups + cfg.digit_closeups
     for i in idx:
         draw = rng.random()
-        if fonts and draw < cfg.letter_closeups + cfg.digit_closeups:
+        if fonts and draw < closeups:
             image, b, g = letterboxed(closeup(rng, fonts, INPUT_SIZE, digit=draw >= cfg.letter_closeups), INPUT_SIZE)
+        elif fonts and draw < closeups + cfg.svhn_crops:
+            image, b, g = letterboxed(svhn_crop(rng, fonts, INPUT_SIZE), INPUT_SIZE)
         elif cfg.augment:
             image, b, g = augment(data["x"][i], boxes[i], ignore[i], rng)
         else:
@@ -276,6 +283,7 @@ def _checkpoint(net, cfg: LocaliserConfig, epoch: int, metrics: dict, state: dic
                + (", zoomed and recoloured as drawn" if cfg.augment else "")
                + (f", {cfg.letter_closeups:.0%} replaced by letter close-ups" if cfg.letter_closeups else "")
                + (f", {cfg.digit_closeups:.0%} by close-ups of one digit" if cfg.digit_closeups else "")
+               + (f", {cfg.svhn_crops:.0%} by SVHN-style crops (tight or on a wall)" if cfg.svhn_crops else "")
                + f"; cut digits {'negatives' if cfg.cut_digits == 'negative' else 'ignored'}"
                + (f"; fine-tuned from {Path(cfg.init).name}" if cfg.init else ""))
     return make_checkpoint(arch, net.state_dict(), dataset=dataset, class_names=list(OUTPUTS),
@@ -305,7 +313,7 @@ def train(cfg: LocaliserConfig, resume: str | None = None) -> Path:
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best = int(ckpt["epoch"]), float(state["best"])
     boxes, ignore = boxes_of(train_data, "boxes"), boxes_of(train_data, "ignore")
-    fonts = tuple(find_fonts()) if cfg.letter_closeups + cfg.digit_closeups > 0 else ()
+    fonts = tuple(find_fonts()) if cfg.letter_closeups + cfg.digit_closeups + cfg.svhn_crops > 0 else ()
     for epoch in range(start_epoch, cfg.epochs):
         began = time.perf_counter()
         loss = train_one_epoch(net, optimizer, scheduler, train_data, boxes, ignore, cfg, epoch, fonts=fonts)
@@ -349,6 +357,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="fraction of each batch replaced by digit-free close-ups of letters")
     p.add_argument("--digit-closeups", type=float, default=defaults.digit_closeups,
                    help="fraction of each batch replaced by close-ups of one large digit alone")
+    p.add_argument("--svhn-crops", type=float, default=defaults.svhn_crops,
+                   help="fraction of each batch replaced by small SVHN-style crops of house numbers, enlarged: "
+                        "the whole picture (square or tall) or laid on a wall")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="fp32 instead of bf16 autocast")
     p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue the run saved in LAST_PT")
     return p
@@ -365,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         values.setdefault("augment", False)           # ... and trained on the scenes as rendered
         values.setdefault("letter_closeups", 0.0)
         values.setdefault("digit_closeups", 0.0)
+        values.setdefault("svhn_crops", 0.0)
         if args.epochs not in (values["epochs"], LocaliserConfig.epochs):
             print(f"error: --resume continues the stored one-cycle schedule of {values['epochs']} epochs; to train "
                   f"longer start a new run from its weights: --init {resume} --epochs {args.epochs}", file=sys.stderr)

@@ -316,6 +316,48 @@ def closeup(rng: np.random.Generator, fonts: Sequence[Path], size: int = INPUT_S
     return Scene(_finish(rng, np.asarray(layer, np.float32) / 255.0), boxes, ignored)
 
 
+def svhn_crop(rng: np.random.Generator, fonts: Sequence[Path], size: int = INPUT_SIZE) -> Scene:
+    """A house number framed as SVHN frames it, rendered small and enlarged, as people crop it.
+
+    The crop is ``train.synth``'s own (the digit 0.75 to 1.0 of the height, neighbours cut at the
+    sides), rendered at 24 to 96 px and enlarged, so it is as soft as a low-resolution photo. Half
+    the time it is the whole picture (longer side ``size``), square or cut 1.3 to 2.2 times taller
+    than wide around its digit: the tight crops the scenes' ``tight`` kind frames more loosely.
+    Otherwise it is laid on a wall (with clutter, sometimes letters) whose longer side is 2 to 6
+    times its side. Boxes as in the scenes: the middle digit, and a neighbour where it shows
+    mostly; a neighbour cut by the crop's edge is a cut digit.
+    """
+    native = int(np.exp(rng.uniform(np.log(24), np.log(96))))
+    style = sample_style(rng, fonts, native)
+    label = int(rng.integers(10))
+    crop = render_style(style, label, rng, native).astype(np.float32) / 255.0
+    boxes = _digit_boxes(style, label, native)
+    if rng.random() < 0.5:                                       # the crop is the picture
+        left, right = 0, native
+        if rng.random() < 0.5:                                   # cut taller than wide around the digit
+            x0, _, x1, _ = boxes[len(style.left)]
+            width = max(4, round(native / float(rng.uniform(1.3, 2.2))))
+            left = int(np.clip(round((x0 + x1) / 2 - width / 2), 0, native - width))
+            right = left + width
+        scale = size / native
+        picture = _picture(crop[:, left:right]).resize((max(1, round((right - left) * scale)), size),
+                                                        Image.Resampling.BICUBIC)
+        img = np.asarray(picture, np.float32) / 255.0
+        h, w = img.shape[:2]
+        digits, cut = split_visible((boxes - np.array([left, 0, left, 0], np.float32)) * scale, (0, 0, w, h))
+        return Scene(_finish(rng, img), digits, cut)
+    h, w = _frame_size(rng, size)
+    img = _draw_clutter(rng, _wall(rng, h, w))
+    if rng.random() < 0.3:
+        img = _draw_letters(rng, img, fonts)
+    side = max(12, min(min(h, w), round(max(h, w) / float(rng.uniform(2, 6)))))
+    x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+    _paste(img, np.asarray(_picture(crop).resize((side, side), Image.Resampling.BICUBIC), np.float32) / 255.0,
+           x, y, feather=0)
+    digits, cut = split_visible(boxes * (side / native) + np.array([x, y, x, y], np.float32), (x, y, x + side, y + side))
+    return Scene(_finish(rng, img), digits, cut)
+
+
 def letterboxed(scene: Scene, size: int = INPUT_SIZE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The scene as the localiser sees it: uint8 (size, size, 3) and its boxes in input pixels."""
     image, frame = letterbox(Image.fromarray(scene.image), size)
@@ -363,4 +405,4 @@ def generate_scenes(n: int, seed: int, split: str = "train", size: int = INPUT_S
     return out
 
 
-__all__ = ["Scene", "render_scene", "closeup", "letterboxed", "split_visible", "generate_scenes", "KINDS", "DIGITS"]
+__all__ = ["Scene", "render_scene", "closeup", "svhn_crop", "letterboxed", "split_visible", "generate_scenes", "KINDS", "DIGITS"]
