@@ -456,6 +456,31 @@ def test_cross_validation_trains_a_run_per_fold_and_one_without(tmp_path, capsys
     assert result["finetune_alone"] == pytest.approx(float(out.splitlines()[-1].split()[2]))  # the runs alone, as before
 
 
+def test_a_soup_trains_each_run_once_per_seed_and_scores_their_averaged_weights(tmp_path, capsys):
+    write_svhn(tmp_path / "data", n_train=40, n_test=8)
+    npz = write_npz(tmp_path / "real.npz", 20)
+    argv = ["-d", "svhn", "--data-dir", tmp_path / "data", "--out", tmp_path / "cv", "--epochs", "1",
+            "--val-size", "8", "--folds", "2", "--train-npz-weight", "0.5", "--seed", "3", "--soup", "2",
+            "--cross-validate", npz, *TINY]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    cv = tmp_path / "cv"
+    assert sorted(p.name for p in cv.iterdir()) == ["crossval.json", "fold-0", "fold-1", "no-real", "seed-3", "seed-4"]
+    assert sorted(p.name for p in (cv / "seed-4").iterdir()) == ["fold-0", "fold-1", "no-real"]
+    assert "model soup of 2 runs per fold (seeds 3 to 4)" in out
+    members = [load_checkpoint(cv / f"seed-{s}" / "fold-1" / "last.pt") for s in (3, 4)]
+    assert members[0]["train_config"]["seed"] == 3 and members[1]["train_config"]["seed"] == 4
+    soup = load_checkpoint(cv / "fold-1" / "soup.pt")
+    assert "model soup: the weights of 2 such runs averaged (seed-3/fold-1, seed-4/fold-1)" in soup["dataset"]
+    name = next(n for n, t in members[0]["state_dict"].items()
+                if t.is_floating_point() and not torch.equal(t, members[1]["state_dict"][n]))
+    torch.testing.assert_close(soup["state_dict"][name],
+                               (members[0]["state_dict"][name] + members[1]["state_dict"][name]) / 2)
+    assert json.loads((cv / "crossval.json").read_text())["protocol"]["soup"] == 2
+    with pytest.raises(ValueError, match="--soup 0"):
+        TrainConfig(soup=0)
+
+
 def test_wise_ft_averages_the_weights_with_the_initial_ones(tmp_path):
     from model.checkpoint import make_checkpoint, save_checkpoint
     from model.networks import ArchConfig, build_network

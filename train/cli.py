@@ -80,6 +80,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--wise-ft", type=float, default=0.0, metavar="ALPHA",
                    help="--cross-validate/--final: score and ship ALPHA x the fine-tuned weights + (1 - ALPHA) x "
                         "--init's (WiSE-FT; 0.5 is an even average), written beside each run's last.pt")
+    p.add_argument("--soup", type=int, default=1, metavar="N",
+                   help="--cross-validate/--final: train N runs of each (seeds --seed to --seed+N-1, in OUT/seed-S/) "
+                        "and score and ship their averaged weights (a model soup), before --wise-ft")
     p.add_argument("--evaluate", default=None, metavar="CKPT", help="evaluate CKPT and exit")
     p.add_argument("--record", default=None, metavar="NAME",
                    help="with --evaluate: store the accuracy in the checkpoint's metrics under NAME")

@@ -47,6 +47,7 @@ class TrainConfig:
     fold_seed: int = 0
     holdout_fold: int = -1  # the fold of train_npz left out of training (-1: none)
     wise_ft: float = 0.0  # --cross-validate/--final: average the weights with --init's at this alpha (0: off)
+    soup: int = 1  # --cross-validate/--final: runs per protocol (seeds seed..seed+soup-1), their weights averaged
 
     def __post_init__(self):
         checks = [
@@ -68,6 +69,7 @@ class TrainConfig:
             (self.folds >= 2, f"Invalid --folds {self.folds}: it must be >= 2."),
             (0 <= self.wise_ft <= 1, f"Invalid --wise-ft {self.wise_ft}: it must be in (0, 1]."),
             (not self.wise_ft or self.init, "--wise-ft averages with the --init checkpoint's weights: give --init."),
+            (self.soup >= 1, f"Invalid --soup {self.soup}: it must be >= 1."),
             (-1 <= self.holdout_fold < self.folds,
              f"Invalid holdout fold {self.holdout_fold}: it must be -1 (none) or 0..{self.folds - 1}."),
         ]

@@ -6,9 +6,10 @@ folds mixed into its batches, and is scored on the fold it never saw. One more r
 protocol without any NPZ images (same steps, all from the base data) and is scored on every fold:
 the baseline the real images must beat (other ``--train-npz`` files, if given, stay in both). Each run lives in its own folder under the output folder
 and is resumed, or skipped when finished, by running the same command again. Models are scored
-with the weights of their last epoch, in fp32, as ``--evaluate`` scores; with ``--wise-ft ALPHA``
-those weights are first averaged with ``--init``'s (``train.wiseft``, for the baseline run too), and
-the fine-tunes alone are reported beside.
+with the weights of their last epoch, in fp32, as ``--evaluate`` scores. With ``--soup N`` every run
+is N runs (seeds SEED to SEED+N-1, each protocol in ``OUT/seed-S/``) whose weights are averaged, a
+model soup; with ``--wise-ft ALPHA`` those weights are then averaged with ``--init``'s
+(``train.wiseft``, for the baseline too), and the fine-tunes alone are reported beside.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from train.config import TrainConfig
 from train.datasets import ArrayDataset, get_dataset, load_npz, stratified_folds
 from train.engine import ImageTransform, Transformed, make_loader, setup_runtime, to_device
 from train.loop import fit
-from train.wiseft import wise_ft
+from train.wiseft import average_weights, wise_ft
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,28 @@ def train_or_resume(cfg: TrainConfig, out_dir: Path) -> Path:
     return last
 
 
-def scored_model(cfg: TrainConfig, last: Path) -> Path:
-    """The model a run is scored (and shipped) as: its last.pt, or with ``cfg.wise_ft`` the WiSE-FT
-    average with ``cfg.init``, written beside it (made again each time: it is cheap)."""
+def train_runs(cfg: TrainConfig, out_dir: Path, name: str, **changes) -> tuple[Path, Path]:
+    """Train (or resume, or skip when finished) the run ``name`` ("fold-2", "no-real", "all") of the
+    protocol with ``changes``: one run in ``out_dir/name``, or with ``cfg.soup`` N one per seed in
+    ``out_dir/seed-S/name``.
+
+    Returns:
+        (the fine-tune alone: its last.pt, or the soup of the N written in ``out_dir/name``; the model
+        scored and shipped: that, or with ``cfg.wise_ft`` its WiSE-FT average with ``cfg.init``,
+        written beside it). Both are made again each time: it is cheap.
+    """
+    folder = out_dir / name
+    if cfg.soup == 1:
+        alone = train_or_resume(replace(cfg, out=str(folder), **changes), folder)
+    else:
+        seeds = range(cfg.seed, cfg.seed + cfg.soup)
+        lasts = [train_or_resume(replace(cfg, seed=s, out=str(out_dir / f"seed-{s}" / name), **changes),
+                                 out_dir / f"seed-{s}" / name) for s in seeds]
+        folder.mkdir(parents=True, exist_ok=True)
+        alone = average_weights(lasts, folder / "soup.pt")
     if not cfg.wise_ft:
-        return last
-    return wise_ft(last, cfg.init, cfg.wise_ft, last.parent / f"wise-ft-{cfg.wise_ft:g}.pt")
+        return alone, alone
+    return alone, wise_ft(alone, cfg.init, cfg.wise_ft, folder / f"wise-ft-{cfg.wise_ft:g}.pt")
 
 
 @torch.inference_mode()
@@ -81,16 +98,15 @@ def cross_validate(cfg: TrainConfig, npz: str, out_dir: Path) -> dict:
     hits_finetune = np.zeros(len(data), int)      # with --wise-ft: the fine-tunes alone
     held = [np.flatnonzero(fold_of == f) for f in range(cfg.folds)]
     for f, idx in enumerate(held):  # the runs with real images first: they are the point
-        fold_dir = out_dir / f"fold-{f}"
-        last = train_or_resume(replace(cfg, train_npz=(npz, *cfg.train_npz), holdout_fold=f, out=str(fold_dir)), fold_dir)
+        alone, scored = train_runs(cfg, out_dir, f"fold-{f}", train_npz=(npz, *cfg.train_npz), holdout_fold=f)
         fold_data = ArrayDataset(data.images[idx], data.labels[idx])
-        hits_with[idx] = correct_per_image(scored_model(cfg, last), fold_data, cfg.device)
+        hits_with[idx] = correct_per_image(scored, fold_data, cfg.device)
         if cfg.wise_ft:
-            hits_finetune[idx] = correct_per_image(last, fold_data, cfg.device)
+            hits_finetune[idx] = correct_per_image(alone, fold_data, cfg.device)
         log.info("fold %d: %.4f with the other folds' images", f, hits_with[idx].mean())
     base = replace(cfg, holdout_fold=-1)
-    baseline = train_or_resume(replace(base, train_npz=cfg.train_npz, out=str(out_dir / "no-real")), out_dir / "no-real")
-    hits_without[:] = correct_per_image(scored_model(cfg, baseline), data, cfg.device)
+    _, baseline = train_runs(base, out_dir, "no-real", train_npz=cfg.train_npz)
+    hits_without[:] = correct_per_image(baseline, data, cfg.device)
     rows = [{"fold": f, "images": len(idx), "with": float(hits_with[idx].mean()),
              "without": float(hits_without[idx].mean())} for f, idx in enumerate(held)]
     if cfg.wise_ft:
@@ -112,15 +128,15 @@ def train_final(cfg: TrainConfig, npz: str, out_dir: Path, result: dict) -> Path
     ``final.pt`` there: its last epoch's weights, WiSE-FT'd if the folds were, carrying the
     cross-validated accuracy. Returns its path.
     """
-    last = train_or_resume(replace(cfg, train_npz=(npz, *cfg.train_npz), holdout_fold=-1,
-                                   out=str(out_dir / "all")), out_dir / "all")
-    ckpt = load_checkpoint(scored_model(cfg, last))
+    _, scored = train_runs(cfg, out_dir, "all", train_npz=(npz, *cfg.train_npz), holdout_fold=-1)
+    ckpt = load_checkpoint(scored)
     ckpt.pop("training_state", None)
     k, n = len(result["folds"]), result["images"]
     ckpt["metrics"]["crossval_accuracy"] = {
         "value": result["with"],
         "data": (f"{k}-fold cross-validation on {Path(npz).name} ({n} images; folds stratified by label, "
-                 f"seed {cfg.fold_seed}): each image scored by a run of this protocol that never saw its fold; "
+                 f"seed {cfg.fold_seed}): each image scored by a {'soup of ' + str(cfg.soup) + ' runs' if cfg.soup > 1 else 'run'} "
+                 f"of this protocol that never saw its fold; "
                  f"mean of the folds {result['mean_with']:.4f}; the same protocol without them "
                  f"{result['without']:.4f}. This model itself trained on all {n}."),
     }
@@ -133,9 +149,12 @@ def format_crossval(result: dict) -> str:
     """The per-fold table and the means, as text."""
     n = result["images"]
     alpha = result["protocol"].get("wise_ft", 0.0)
+    soup, seed = result["protocol"].get("soup", 1), result["protocol"]["seed"]
     alone = "finetune_alone" in result
     lines = [f"{len(result['folds'])}-fold cross-validation on {Path(result['npz']).name} ({n} images): "
-             f"each fold scored by a run that never saw it" + (f"; WiSE-FT {alpha:g} with the --init weights" if alpha else ""),
+             f"each fold scored by a run that never saw it"
+             + (f"; model soup of {soup} runs per fold (seeds {seed} to {seed + soup - 1})" if soup > 1 else "")
+             + (f"; WiSE-FT {alpha:g} with the --init weights" if alpha else ""),
              f"{'fold':>6} {'images':>7} {'with real':>10} {'without real':>13}" + (f" {'fine-tune alone':>16}" if alone else "")]
     for r in result["folds"]:
         lines.append(f"{r['fold']:>6} {r['images']:>7} {r['with']:>10.4f} {r['without']:>13.4f}"
