@@ -75,7 +75,7 @@ class LocaliserConfig:
     augment: bool = True                # zoom and recolour training scenes as they are drawn
     letter_closeups: float = 0.05       # fraction of each batch replaced by digit-free letter close-ups
     digit_closeups: float = 0.05        # ... and by close-ups of one large digit alone (positives)
-    svhn_crops: float = 0.1             # ... and by small SVHN-style crops, enlarged: tight or on a wall
+    svhn_crops: float = 0.2             # ... and by small SVHN-style crops, enlarged: tight or on a wall
 
 
 # ----------------------------------------------------------------------------- data

@@ -323,9 +323,9 @@ def svhn_crop(rng: np.random.Generator, fonts: Sequence[Path], size: int = INPUT
     sides), rendered at 24 to 96 px and enlarged, so it is as soft as a low-resolution photo. Half
     the time it is the whole picture (longer side ``size``), square or cut 1.3 to 2.2 times taller
     than wide around its digit: the tight crops the scenes' ``tight`` kind frames more loosely.
-    Otherwise it is laid on a wall (with clutter, sometimes letters) whose longer side is 2 to 6
-    times its side. Boxes as in the scenes: the middle digit, and a neighbour where it shows
-    mostly; a neighbour cut by the crop's edge is a cut digit.
+    Otherwise it is laid on a wall (with clutter, sometimes blurred signs or letters, as in the
+    scenes) whose longer side is 2 to 6 times its side. Boxes as in the scenes: the middle digit,
+    and a neighbour where it shows mostly; a neighbour cut by the crop's edge is a cut digit.
     """
     native = int(np.exp(rng.uniform(np.log(24), np.log(96))))
     style = sample_style(rng, fonts, native)
@@ -348,6 +348,8 @@ def svhn_crop(rng: np.random.Generator, fonts: Sequence[Path], size: int = INPUT
         return Scene(_finish(rng, img), digits, cut)
     h, w = _frame_size(rng, size)
     img = _draw_clutter(rng, _wall(rng, h, w))
+    if rng.random() < 0.3:
+        img = _blurred_signs(rng, img, fonts)
     if rng.random() < 0.3:
         img = _draw_letters(rng, img, fonts)
     side = max(12, min(min(h, w), round(max(h, w) / float(rng.uniform(2, 6)))))
