@@ -16,7 +16,9 @@ any size and position. Four kinds, each a fraction of the scenes (``KINDS``):
 Every digit's box (left, top, right, bottom, in scene pixels) is computed from the same transform
 that renders it; digits cut by the frame or by their plate's border are "ignore" boxes, where the
 localiser is neither rewarded nor punished. Each scene comes from its own generator
-``default_rng([seed, SCENE_SPLIT_IDS[split], index])``.
+``default_rng([seed, SCENE_SPLIT_IDS[split], index])``. Two more kinds of picture are drawn while
+training rather than cached (``train.localise``): ``closeup`` (one glyph filling a bare wall: letters,
+or one digit) and ``svhn_crop`` (a small SVHN-style crop enlarged: a tight photo or a plate on a wall).
 """
 from __future__ import annotations
 
