@@ -332,7 +332,7 @@ def svhn_crop(rng: np.random.Generator, fonts: Sequence[Path], size: int = INPUT
     native = int(np.exp(rng.uniform(np.log(24), np.log(96))))
     style = sample_style(rng, fonts, native)
     label = int(rng.integers(10))
-    crop = render_style(style, label, rng, native).astype(np.float32) / 255.0
+    crop = Image.fromarray(render_style(style, label, rng, native))
     boxes = _digit_boxes(style, label, native)
     if rng.random() < 0.5:                                       # the crop is the picture
         left, right = 0, native
@@ -342,8 +342,8 @@ def svhn_crop(rng: np.random.Generator, fonts: Sequence[Path], size: int = INPUT
             left = int(np.clip(round((x0 + x1) / 2 - width / 2), 0, native - width))
             right = left + width
         scale = size / native
-        picture = _picture(crop[:, left:right]).resize((max(1, round((right - left) * scale)), size),
-                                                        Image.Resampling.BICUBIC)
+        picture = crop.crop((left, 0, right, native)).resize((max(1, round((right - left) * scale)), size),
+                                                             Image.Resampling.BICUBIC)
         img = np.asarray(picture, np.float32) / 255.0
         h, w = img.shape[:2]
         digits, cut = split_visible((boxes - np.array([left, 0, left, 0], np.float32)) * scale, (0, 0, w, h))
@@ -356,7 +356,7 @@ def svhn_crop(rng: np.random.Generator, fonts: Sequence[Path], size: int = INPUT
         img = _draw_letters(rng, img, fonts)
     side = max(12, min(min(h, w), round(max(h, w) / float(rng.uniform(2, 6)))))
     x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
-    _paste(img, np.asarray(_picture(crop).resize((side, side), Image.Resampling.BICUBIC), np.float32) / 255.0,
+    _paste(img, np.asarray(crop.resize((side, side), Image.Resampling.BICUBIC), np.float32) / 255.0,
            x, y, feather=0)
     digits, cut = split_visible(boxes * (side / native) + np.array([x, y, x, y], np.float32), (x, y, x + side, y + side))
     return Scene(_finish(rng, img), digits, cut)
