@@ -91,27 +91,28 @@ def square_around(box: Box, zoom: float = 1.0, shift: tuple[float, float] = (0.0
     return cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2
 
 
-def cut(picture: np.ndarray, box: Box) -> np.ndarray:
-    """The pixels of ``box`` from (H, W, 3) ``picture``; where the box runs past the picture, the
-    picture's edge pixels continue (SVHN's squares run past the photo too, over more of the wall)."""
-    h, w = picture.shape[:2]
+def cut(picture: Image.Image, box: Box) -> Image.Image:
+    """The pixels of ``box`` from an RGB ``picture``; where the box runs past the picture, the
+    picture's edge pixels continue (SVHN's squares run past the photo too, over more of the wall).
+    Only the part of the picture inside the box is copied."""
+    w, h = picture.size
     x0, y0 = int(np.floor(box[0])), int(np.floor(box[1]))
     x1, y1 = max(x0 + 1, int(np.ceil(box[2]))), max(y0 + 1, int(np.ceil(box[3])))
     sx0, sy0 = min(max(x0, 0), w - 1), min(max(y0, 0), h - 1)
     sx1, sy1 = max(min(x1, w), sx0 + 1), max(min(y1, h), sy0 + 1)
+    inside = picture.crop((sx0, sy0, sx1, sy1))
     pad = ((max(0, sy0 - y0), max(0, y1 - sy1)), (max(0, sx0 - x0), max(0, x1 - sx1)), (0, 0))
-    return np.pad(picture[sy0:sy1, sx0:sx1], pad, mode="edge")
+    if not any(any(p) for p in pad):
+        return inside
+    return Image.fromarray(np.pad(np.asarray(inside), pad, mode="edge"))
 
 
-def frame_views(pixels: np.ndarray, box: Box, size: Sequence[int],
+def frame_views(picture: Image.Image, box: Box, size: Sequence[int],
                 views: Sequence[tuple[float, float, float]] = VIEWS) -> list[Image.Image]:
-    """Each view of ``box`` in an RGB picture's pixels (H, W, 3) as the network's input: the SVHN
-    square, zoomed and shifted, resized."""
-    out = []
-    for zoom, dx, dy in views:
-        square = Image.fromarray(cut(pixels, square_around(box, zoom, (dx, dy))))
-        out.append(fit_to_input(square, size, "squash"))   # already square: squash only resizes
-    return out
+    """Each view of ``box`` in an RGB picture as the network's input: the SVHN square, zoomed and
+    shifted, resized."""
+    # already square: squash only resizes
+    return [fit_to_input(cut(picture, square_around(box, zoom, (dx, dy))), size, "squash") for zoom, dx, dy in views]
 
 
 def is_tight(box: Box, size: Sequence[int]) -> bool:
@@ -183,7 +184,6 @@ class Reader:
     def read(self, picture: Image.Image, box: Box | None = None) -> Reading:
         """Read one upright RGB picture, at ``box`` (picture pixels) if the person gave one."""
         picture = to_rgb(picture)
-        pixels = np.asarray(picture)                 # (H, W, 3), once for every view
         others, source = 0, "user"
         if box is None and self.locate is None:
             side = min(picture.size)
@@ -193,27 +193,27 @@ class Reader:
             main, found = self.find(picture)
             whole = (0.0, 0.0, float(picture.width), float(picture.height))
             if main is None:
-                probs, views = self._read_views(frame_views(pixels, whole, self.input_size, self.views[:1]))
+                probs, views = self._read_views(frame_views(picture, whole, self.input_size, self.views[:1]))
                 if probs.max() < WHOLE_PICTURE_MIN:
                     seen = fit_to_input(picture, self.input_size, "crop")
                     return Reading(None, 0.0, np.zeros(0, np.float32), None, 0, NO_DIGIT, seen, "localiser", 0)
                 return self._reading(probs, views, whole, picture.size, 0, "picture")
             others = sum(1 for d in found if d is not main and iou(d.box, main.box) <= OTHER_MAX_IOU)
             tight = is_tight(main.box, picture.size)   # zooms and shifts would run off the picture
-            probs, views = self._read_when_unsure(pixels, main.box, extra=whole if tight else None)
+            probs, views = self._read_when_unsure(picture, main.box, extra=whole if tight else None)
             return self._reading(probs, views, main.box, picture.size, others, "localiser")
-        probs, views = self._read_when_unsure(pixels, box)
+        probs, views = self._read_when_unsure(picture, box)
         return self._reading(probs, views, box, picture.size, others, source)
 
-    def _read_when_unsure(self, pixels: np.ndarray, box: Box,
+    def _read_when_unsure(self, picture: Image.Image, box: Box,
                           extra: Box | None = None) -> tuple[np.ndarray, list[Image.Image]]:
         """The first view of ``box``; when it is less than SURE, the other views too (or, given
         ``extra``, the square of that box instead: a tight crop's whole picture), all combined."""
-        views = frame_views(pixels, box, self.input_size, self.views[:1])
+        views = frame_views(picture, box, self.input_size, self.views[:1])
         each = self._classify(views)
         if each.max() < SURE and (extra is not None or len(self.views) > 1):
-            more = (frame_views(pixels, extra, self.input_size, self.views[:1]) if extra is not None
-                    else frame_views(pixels, box, self.input_size, self.views[1:]))
+            more = (frame_views(picture, extra, self.input_size, self.views[:1]) if extra is not None
+                    else frame_views(picture, box, self.input_size, self.views[1:]))
             each, views = np.concatenate([each, self._classify(more)]), views + more
         return self._combine(each), views
 

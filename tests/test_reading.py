@@ -18,14 +18,20 @@ MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 
 def test_cut_continues_the_edges_past_the_picture():
-    picture = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
-    inside = cut(picture, (1, 1, 3, 3))
-    np.testing.assert_array_equal(inside, picture[1:3, 1:3])
-    wide = cut(picture, (-2, 0, 7, 4))
+    pixels = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    picture = Image.fromarray(pixels)
+    inside = np.asarray(cut(picture, (1, 1, 3, 3)))
+    np.testing.assert_array_equal(inside, pixels[1:3, 1:3])
+    wide = np.asarray(cut(picture, (-2, 0, 7, 4)))
     assert wide.shape == (4, 9, 3)
-    np.testing.assert_array_equal(wide[:, 0], picture[:, 0])      # left edge repeated
-    np.testing.assert_array_equal(wide[:, -1], picture[:, -1])    # right edge repeated
-    np.testing.assert_array_equal(wide[:, 2:7], picture)
+    np.testing.assert_array_equal(wide[:, 0], pixels[:, 0])      # left edge repeated
+    np.testing.assert_array_equal(wide[:, -1], pixels[:, -1])    # right edge repeated
+    np.testing.assert_array_equal(wide[:, 2:7], pixels)
+    corner = np.asarray(cut(picture, (3.5, -1.2, 6.1, 2.0)))       # rows -2 to 1, columns 3 to 6
+    assert corner.shape == (4, 4, 3)
+    np.testing.assert_array_equal(corner[2:, :2], pixels[:2, 3:])
+    np.testing.assert_array_equal(corner[0], corner[2])            # top edge repeated
+    np.testing.assert_array_equal(corner[:, 3], corner[:, 1])      # right edge repeated
 
 
 def test_square_around_is_the_svhn_square():
@@ -36,7 +42,7 @@ def test_square_around_is_the_svhn_square():
 
 def test_each_view_is_an_input_sized_picture():
     picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 160, 3), dtype=np.uint8))
-    views = frame_views(np.asarray(picture), (60, 20, 90, 80), (32, 32))
+    views = frame_views(picture, (60, 20, 90, 80), (32, 32))
     assert len(views) == len(VIEWS) and all(v.size == (32, 32) and v.mode == "RGB" for v in views)
     assert len({v.tobytes() for v in views}) == len(VIEWS), "zooms and shifts must differ"
 
