@@ -72,3 +72,26 @@ def test_an_svhn_crop_boxes_its_middle_digit_where_it_is_drawn(fonts):
             assert 0 <= x0 < x1 <= w + 1e-3 and 0 <= y0 < y1 <= h + 1e-3
             inside = scene.image[int(y0) + 1:int(y1) - 1, int(x0) + 1:int(x1) - 1].astype(float)
             assert inside.std() > 4, "a box holds ink, not plain plate"
+
+
+def test_a_wall_of_blurred_numbers_is_tiles_of_soft_house_numbers(fonts):
+    rng = np.random.default_rng(5)
+    wall = scenes._wall_of_blurred_numbers(rng, 70, 90, 24, fonts)
+    assert wall.shape == (70, 90, 3) and wall.dtype == np.float32 and 0 <= wall.min() and wall.max() <= 1
+    tiles = {wall[y:y + 24, x:x + 24].tobytes() for y in (0, 24) for x in (0, 24, 48)}
+    assert len(tiles) <= 4, "the tiles repeat a few blurred crops"
+    sharp = np.abs(np.diff(wall[:24, :24], axis=1)).mean()
+    assert sharp < 0.05, "out of focus: neighbouring pixels differ little inside a tile"
+
+
+def test_svhn_crops_on_a_wall_of_blurred_numbers_still_box_their_digit(fonts):
+    on_mosaic = 0
+    for seed in range(16):
+        plain = scenes.svhn_crop(np.random.default_rng([4, seed]), fonts, 128)
+        scene = scenes.svhn_crop(np.random.default_rng([4, seed]), fonts, 128, blurred_numbers=1.0)
+        on_mosaic += not np.array_equal(plain.image, scene.image)
+        h, w = scene.image.shape[:2]
+        assert max(h, w) == 128 and len(scene.boxes) >= 1
+        for x0, y0, x1, y1 in scene.boxes:
+            assert 0 <= x0 < x1 <= w + 1e-3 and 0 <= y0 < y1 <= h + 1e-3
+    assert on_mosaic >= 4, "about half the crops lie on a wall, all of those on the mosaic"

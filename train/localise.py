@@ -76,6 +76,7 @@ class LocaliserConfig:
     letter_closeups: float = 0.05       # fraction of each batch replaced by digit-free letter close-ups
     digit_closeups: float = 0.05        # ... and by close-ups of one large digit alone (positives)
     svhn_crops: float = 0.2             # ... and by small SVHN-style crops, enlarged: tight or on a wall
+    blurred_numbers: float = 0.0        # of those on a wall, the part on a wall of other numbers out of focus
 
 
 # ----------------------------------------------------------------------------- data
@@ -156,7 +157,7 @@ def training_batch(data: dict[str, np.ndarray], idx: np.ndarray, boxes: list[np.
         if fonts and draw < closeups:
             image, b, g = letterboxed(closeup(rng, fonts, INPUT_SIZE, digit=draw >= cfg.letter_closeups), INPUT_SIZE)
         elif fonts and draw < closeups + cfg.svhn_crops:
-            image, b, g = letterboxed(svhn_crop(rng, fonts, INPUT_SIZE), INPUT_SIZE)
+            image, b, g = letterboxed(svhn_crop(rng, fonts, INPUT_SIZE, cfg.blurred_numbers), INPUT_SIZE)
         elif cfg.augment:
             image, b, g = augment(data["x"][i], boxes[i], ignore[i], rng)
         else:
@@ -283,7 +284,9 @@ def _checkpoint(net, cfg: LocaliserConfig, epoch: int, metrics: dict, state: dic
                + (", zoomed and recoloured as drawn" if cfg.augment else "")
                + (f", {cfg.letter_closeups:.0%} replaced by letter close-ups" if cfg.letter_closeups else "")
                + (f", {cfg.digit_closeups:.0%} by close-ups of one digit" if cfg.digit_closeups else "")
-               + (f", {cfg.svhn_crops:.0%} by SVHN-style crops (tight or on a wall)" if cfg.svhn_crops else "")
+               + (f", {cfg.svhn_crops:.0%} by SVHN-style crops (tight or on a wall"
+                  + (f", {cfg.blurred_numbers:.0%} of walls a mosaic of blurred house numbers" if cfg.blurred_numbers else "")
+                  + ")" if cfg.svhn_crops else "")
                + f"; cut digits {'negatives' if cfg.cut_digits == 'negative' else 'ignored'}"
                + (f"; fine-tuned from {Path(cfg.init).name}" if cfg.init else ""))
     return make_checkpoint(arch, net.state_dict(), dataset=dataset, class_names=list(OUTPUTS),
@@ -360,6 +363,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--svhn-crops", type=float, default=defaults.svhn_crops,
                    help="fraction of each batch replaced by small SVHN-style crops of house numbers, enlarged: "
                         "the whole picture (square or tall) or laid on a wall")
+    p.add_argument("--blurred-numbers", type=float, default=defaults.blurred_numbers,
+                   help="of the SVHN-style crops laid on a wall, the fraction whose wall is a mosaic of other "
+                        "house numbers out of focus")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="fp32 instead of bf16 autocast")
     p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue the run saved in LAST_PT")
     return p
@@ -377,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         values.setdefault("letter_closeups", 0.0)
         values.setdefault("digit_closeups", 0.0)
         values.setdefault("svhn_crops", 0.0)
+        values.setdefault("blurred_numbers", 0.0)
         if args.epochs not in (values["epochs"], LocaliserConfig.epochs):
             print(f"error: --resume continues the stored one-cycle schedule of {values['epochs']} epochs; to train "
                   f"longer start a new run from its weights: --init {resume} --epochs {args.epochs}", file=sys.stderr)

@@ -136,6 +136,26 @@ def _blurred_signs(rng: np.random.Generator, img: np.ndarray, fonts: Sequence[Pa
     return img
 
 
+def _wall_of_blurred_numbers(rng: np.random.Generator, h: int, w: int, tile: int,
+                             fonts: Sequence[Path]) -> np.ndarray:
+    """A wall covered edge to edge by other house numbers out of focus (a panel of mailboxes, a
+    photo of a sign board): square tiles of side ``tile``, each a few low-resolution crops drawn
+    again, enlarged and blurred by 8 to 20% of the tile; never digits to find."""
+    kinds = []
+    for _ in range(4):
+        native = int(rng.integers(24, 49))
+        crop = Image.fromarray(render_style(sample_style(rng, fonts, native), int(rng.integers(10)), rng, native))
+        crop = crop.resize((tile, tile), Image.Resampling.BICUBIC)
+        kinds.append(np.asarray(crop.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.08, 0.2)) * tile)),
+                                np.float32) / 255.0)
+    img = np.empty((h, w, 3), np.float32)
+    for y in range(0, h, tile):
+        for x in range(0, w, tile):
+            patch = kinds[int(rng.integers(len(kinds)))]
+            img[y:y + tile, x:x + tile] = patch[:h - y, :w - x]
+    return img
+
+
 # ----------------------------------------------------------------------------- digits
 
 
@@ -318,7 +338,8 @@ def closeup(rng: np.random.Generator, fonts: Sequence[Path], size: int = INPUT_S
     return Scene(_finish(rng, np.asarray(layer, np.float32) / 255.0), boxes, ignored)
 
 
-def svhn_crop(rng: np.random.Generator, fonts: Sequence[Path], size: int = INPUT_SIZE) -> Scene:
+def svhn_crop(rng: np.random.Generator, fonts: Sequence[Path], size: int = INPUT_SIZE,
+              blurred_numbers: float = 0.0) -> Scene:
     """A house number framed as SVHN frames it, rendered small and enlarged, as people crop it.
 
     The crop is ``train.synth``'s own (the digit 0.75 to 1.0 of the height, neighbours cut at the
@@ -326,7 +347,9 @@ def svhn_crop(rng: np.random.Generator, fonts: Sequence[Path], size: int = INPUT
     the time it is the whole picture (longer side ``size``), square or cut 1.3 to 2.2 times taller
     than wide around its digit: the tight crops the scenes' ``tight`` kind frames more loosely.
     Otherwise it is laid on a wall (with clutter, sometimes blurred signs or letters, as in the
-    scenes) whose longer side is 2 to 6 times its side. Boxes as in the scenes: the middle digit,
+    scenes) whose longer side is 2 to 6 times its side; with probability ``blurred_numbers`` the wall
+    is instead a mosaic of other house numbers out of focus (``_wall_of_blurred_numbers``). Boxes as
+    in the scenes: the middle digit,
     and a neighbour where it shows mostly; a neighbour cut by the crop's edge is a cut digit.
     """
     native = int(np.exp(rng.uniform(np.log(24), np.log(96))))
@@ -349,12 +372,17 @@ def svhn_crop(rng: np.random.Generator, fonts: Sequence[Path], size: int = INPUT
         digits, cut = split_visible((boxes - np.array([left, 0, left, 0], np.float32)) * scale, (0, 0, w, h))
         return Scene(_finish(rng, img), digits, cut)
     h, w = _frame_size(rng, size)
-    img = _draw_clutter(rng, _wall(rng, h, w))
-    if rng.random() < 0.3:
-        img = _blurred_signs(rng, img, fonts)
-    if rng.random() < 0.3:
-        img = _draw_letters(rng, img, fonts)
-    side = max(12, min(min(h, w), round(max(h, w) / float(rng.uniform(2, 6)))))
+    crop_side = lambda: max(12, min(min(h, w), round(max(h, w) / float(rng.uniform(2, 6)))))  # noqa: E731
+    if blurred_numbers and rng.random() < blurred_numbers:
+        side = crop_side()
+        img = _wall_of_blurred_numbers(rng, h, w, max(8, round(side * float(rng.uniform(0.5, 1.5)))), fonts)
+    else:                                   # (drawn in this order since localiser run 8)
+        img = _draw_clutter(rng, _wall(rng, h, w))
+        if rng.random() < 0.3:
+            img = _blurred_signs(rng, img, fonts)
+        if rng.random() < 0.3:
+            img = _draw_letters(rng, img, fonts)
+        side = crop_side()
     x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
     _paste(img, np.asarray(crop.resize((side, side), Image.Resampling.BICUBIC), np.float32) / 255.0,
            x, y, feather=0)
