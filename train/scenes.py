@@ -349,8 +349,8 @@ def svhn_crop(rng: np.random.Generator, fonts: Sequence[Path], size: int = INPUT
     Otherwise it is laid on a wall (with clutter, sometimes blurred signs or letters, as in the
     scenes) whose longer side is 2 to 6 times its side; with probability ``blurred_numbers`` the wall
     is instead a mosaic of other house numbers out of focus (``_wall_of_blurred_numbers``). Boxes as
-    in the scenes: the middle digit,
-    and a neighbour where it shows mostly; a neighbour cut by the crop's edge is a cut digit.
+    in the scenes: the middle digit, and a neighbour where it shows mostly; a neighbour cut by the
+    crop's edge is a cut digit.
     """
     native = int(np.exp(rng.uniform(np.log(24), np.log(96))))
     style = sample_style(rng, fonts, native)
@@ -376,7 +376,7 @@ def svhn_crop(rng: np.random.Generator, fonts: Sequence[Path], size: int = INPUT
     if blurred_numbers and rng.random() < blurred_numbers:
         side = crop_side()
         img = _wall_of_blurred_numbers(rng, h, w, max(8, round(side * float(rng.uniform(0.5, 1.5)))), fonts)
-    else:                                   # (drawn in this order since localiser run 8)
+    else:                                   # the draws in the order of runs 8 to 12: they render as before
         img = _draw_clutter(rng, _wall(rng, h, w))
         if rng.random() < 0.3:
             img = _blurred_signs(rng, img, fonts)
