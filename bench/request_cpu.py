@@ -1,0 +1,92 @@
+"""Where a request's CPU goes: each step of reading ``bench/serve.py``'s photo, in this process.
+
+The serving bench's 640x480 JPEG of a "7" goes through the steps a worker runs for it (decode,
+letterbox, localiser input, localiser forward, decoding its maps, the SVHN square, the classifier's
+input and forward, the PNG of what it saw), each timed on its own, and then the whole request
+(``decode_upload``, ``Reader.read``, ``png_data_url``) at once; one thread, CPU time of this
+thread, median of ``--repeats`` calls after a warm-up. The whole is the figure to compare between
+commits (run this at each, back to back); the steps say where it goes. Flask, HTTP and the
+micro-batchers are not in it: ``bench/serve.py`` measures those with everything else.
+
+    python bench/request_cpu.py [--repeats 300] [--checkpoint ...] [--localiser ...] [--backend onnx]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from app.imaging import decode_upload, png_data_url  # noqa: E402
+from app.modelfile import ensure_onnx  # noqa: E402
+from bench.serve import sample_jpeg  # noqa: E402
+from model.inference import BACKENDS, DEFAULT_BACKEND, load_reader, localiser_backend  # noqa: E402
+from model.localiser import decode, letterbox, normalize_input  # noqa: E402
+from model.preprocess import normalize  # noqa: E402
+from model.reading import frame_views  # noqa: E402
+
+
+def cpu_ms(call: Callable[[], object], repeats: int) -> float:
+    """Median CPU time of this thread per ``call()``, in ms, after a few warm-up calls."""
+    for _ in range(min(20, repeats)):
+        call()
+    times = []
+    for _ in range(repeats):
+        start = time.thread_time_ns()
+        call()
+        times.append(time.thread_time_ns() - start)
+    return float(np.median(times)) / 1e6
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "default.pt"))
+    p.add_argument("--localiser", default=str(REPO / "checkpoints" / "localiser.pt"))
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
+    p.add_argument("--repeats", type=int, default=300)
+    args = p.parse_args()
+    if args.backend != "torch":
+        ensure_onnx(args.checkpoint, args.backend)
+        ensure_onnx(args.localiser, localiser_backend(args.backend))
+    reader = load_reader(args.checkpoint, args.localiser, args.backend, threads=1)
+    data = sample_jpeg()
+    picture = decode_upload(data)
+    letterboxed, frame = letterbox(picture, reader.locator_size)
+    x = normalize_input(letterboxed[None])
+    maps = reader.locate(x)[0]
+    main_box = reader.find(picture)[0].box
+    view = frame_views(picture, main_box, reader.input_size, reader.views[:1])[0]
+    batch = normalize(view, reader.mean, reader.std)[None]
+    reading = reader.read(picture)
+    steps = {
+        "JPEG decode (decode_upload)": lambda: decode_upload(data),
+        "letterbox to the localiser's input": lambda: letterbox(picture, reader.locator_size),
+        "localiser input standardised": lambda: normalize_input(letterboxed[None]),
+        "localiser forward (batch 1)": lambda: reader.locate(x),
+        "its maps decoded into boxes": lambda: decode(maps, frame, picture.size, reader.threshold),
+        "the SVHN square cut and resized (one view)": lambda: frame_views(picture, main_box, reader.input_size,
+                                                                          reader.views[:1]),
+        "classifier input standardised": lambda: normalize(view, reader.mean, reader.std),
+        "classifier forward (batch 1)": lambda: reader.classify(batch),
+        "PNG of what the network saw": lambda: png_data_url(reading.seen),
+    }
+    print(f"{len(data) / 1000:.1f} KB JPEG, {picture.size[0]}x{picture.size[1]}: read {reading.digit} "
+          f"({reading.confidence:.3f}), box {reading.box}, {reading.views} view(s); backend {args.backend}, "
+          f"1 thread, median CPU ms of {args.repeats}")
+    total = 0.0
+    for name, call in steps.items():
+        ms = cpu_ms(call, args.repeats)
+        total += ms
+        print(f"  {name:44} {ms:6.3f}")
+    print(f"  {'sum of the steps':44} {total:6.3f}")
+    whole = cpu_ms(lambda: png_data_url(reader.read(decode_upload(data)).seen), args.repeats)
+    print(f"  {'whole (decode_upload + Reader.read + PNG)':44} {whole:6.3f}")
+
+
+if __name__ == "__main__":
+    main()
