@@ -75,8 +75,8 @@ class LocaliserConfig:
     augment: bool = True                # zoom and recolour training scenes as they are drawn
     letter_closeups: float = 0.05       # fraction of each batch replaced by digit-free letter close-ups
     digit_closeups: float = 0.05        # ... and by close-ups of one large digit alone (positives)
-    svhn_crops: float = 0.2             # ... and by small SVHN-style crops, enlarged: tight or on a wall
-    blurred_numbers: float = 0.0        # of those on a wall, the part on a wall of other numbers out of focus
+    svhn_crops: float = 0.35            # ... and by small SVHN-style crops, enlarged: tight or on a wall
+    blurred_numbers: float = 0.3        # of those on a wall, the part on a wall of other numbers out of focus
 
 
 # ----------------------------------------------------------------------------- data
