@@ -74,7 +74,7 @@ _SHIFT = (-np.asarray(MEAN, np.float32) / np.asarray(STD, np.float32)).reshape(1
 
 def normalize_input(batch: np.ndarray) -> np.ndarray:
     """uint8 (B, H, W, 3) -> float32 (B, 3, H, W) standardised with MEAN and STD (one copy, then
-    in place: a tenth of the CPU of converting, scaling and transposing step by step)."""
+    in place: 0.03 instead of 0.195 ms for one 128x128 picture, bench/request_cpu.py)."""
     a = batch.transpose(0, 3, 1, 2).astype(np.float32, order="C")
     a *= _SCALE
     a += _SHIFT
