@@ -20,7 +20,11 @@ free pictures (rendered walls with letters, blank, noise, a large letter) measur
     python bench/photo_suite.py [--checkpoint checkpoints/default.pt] [--localiser checkpoints/localiser.pt]
                                 [--npz ../shared/data/svhn/svhn_real_val.npz] [--picture docs/reading.png]
 
-The classifier must not have trained on the --npz images (the default model never saw them).
+A classifier that trained on the --npz images (a fine-tune with ``--train-npz``) must read each of
+them with a model that never saw it: ``--crossval DIR`` names the folder of its cross-validation
+(``python main.py ... --cross-validate NPZ --out DIR``), and each real image is then read by the
+model of the fold that held it out. The suite refuses to score such a classifier without it.
+Rendered scenes and digit-free pictures are read with ``--checkpoint`` itself.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import io
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -37,8 +42,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from app.modelfile import ensure_onnx  # noqa: E402
 from model.localiser import Detection, iou, main_detection  # noqa: E402
-from model.inference import load_predictor, localiser_backend  # noqa: E402
+from model.inference import Predictor, load_predictor, localiser_backend  # noqa: E402
 from model.reading import NO_DIGIT, VIEWS, Reader  # noqa: E402
+from train.crossval import fold_models, trained_on  # noqa: E402
 from train.scenes import _draw_clutter, _draw_letters, _wall, render_scene  # noqa: E402
 from train.synth import find_fonts  # noqa: E402
 
@@ -120,12 +126,15 @@ VARIANTS = {
 }
 
 
-def readers(checkpoint: str, localiser: str) -> dict[str, Reader]:
+def load_locator(localiser: str) -> Predictor:
+    ensure_onnx(localiser, localiser_backend("onnx"))
+    return load_predictor(localiser, localiser_backend("onnx"), threads=2)
+
+
+def readers(checkpoint: str | Path, locator: Predictor) -> dict[str, Reader]:
     """The five ways of reading, all through ``model.reading.Reader`` on ONNX Runtime."""
     ensure_onnx(checkpoint)                                  # as served: int8 when it passed its check
-    ensure_onnx(localiser, localiser_backend("onnx"))
     classifier = load_predictor(checkpoint, "onnx", threads=2)
-    locator = load_predictor(localiser, localiser_backend("onnx"), threads=2)
     info = classifier.info
     common = dict(input_size=info["input_size"], mean=info["mean"], std=info["std"])
 
@@ -142,7 +151,8 @@ def readers(checkpoint: str, localiser: str) -> dict[str, Reader]:
     }
 
 
-def photo_accuracy(ways: dict[str, Reader], images: np.ndarray, labels: np.ndarray, fonts) -> None:
+def photo_accuracy(ways_of: Callable[[int], dict[str, Reader]], images: np.ndarray, labels: np.ndarray, fonts) -> None:
+    """Each variant of each real image read every way; ``ways_of(i)``: the readers for image i."""
     print(f"{'variant (541 real SVHN digits)':<36}" + "".join(f"{w:>19}" for w in WAYS) + "   refused (loc+views)")
     for name, make in VARIANTS.items():
         right = {w: 0 for w in WAYS}
@@ -150,7 +160,7 @@ def photo_accuracy(ways: dict[str, Reader], images: np.ndarray, labels: np.ndarr
         for i, (crop, label) in enumerate(zip(images, labels)):
             rng = np.random.default_rng([2026, i, list(VARIANTS).index(name)])
             picture = _jpeg(make(crop, rng, images, fonts), rng)
-            for way, reader in ways.items():
+            for way, reader in ways_of(i).items():
                 r = reader.read(picture)
                 right[way] += r.digit == label
                 refused += way == "localiser + views" and r.digit is None
@@ -158,10 +168,30 @@ def photo_accuracy(ways: dict[str, Reader], images: np.ndarray, labels: np.ndarr
         print(f"{name:<36}" + "".join(f"{right[w] / n:>18.2%} " for w in WAYS) + f"   {refused / n:>8.2%}")
 
 
-def original_accuracy(ways: dict[str, Reader], images, labels) -> float:
-    reader = ways["centred crop"]
-    pred = [int(np.argmax(reader.classify(np.stack([_normalized(reader, c)]))[0])) for c in images]
+def original_accuracy(ways_of: Callable[[int], dict[str, Reader]], images, labels) -> float:
+    pred = []
+    for i, crop in enumerate(images):
+        reader = ways_of(i)["centred crop"]
+        pred.append(int(np.argmax(reader.classify(np.stack([_normalized(reader, crop)]))[0])))
     return float(np.mean(np.asarray(pred) == labels))
+
+
+def real_image_readers(args, locator: Predictor, ways: dict[str, Reader], labels: np.ndarray
+                       ) -> tuple[Callable[[int], dict[str, Reader]], str]:
+    """Who reads real image i (``--checkpoint``, or with ``--crossval`` its fold's model), and how to
+    say so; exits with a message if ``--checkpoint`` trained on the images and no ``--crossval``."""
+    if not args.crossval:
+        if trained_on(args.checkpoint, args.npz):
+            sys.exit(f"error: {args.checkpoint} trained on {Path(args.npz).name}: score it through its "
+                     f"cross-validation with --crossval DIR (see --help)")
+        return (lambda i: ways), f"{Path(args.checkpoint).name}, never trained on them"
+    try:
+        models, fold_of = fold_models(args.crossval, labels)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    per_fold = [readers(m, locator) for m in models]
+    return (lambda i: per_fold[fold_of[i]]), (f"each read by the model of {args.crossval} that never saw "
+                                               f"it, {len(models)} folds")
 
 
 def _normalized(reader: Reader, crop: np.ndarray) -> np.ndarray:
@@ -243,20 +273,25 @@ def main() -> None:
     p.add_argument("--npz", default=str(REPO.parent / "shared" / "data" / "svhn" / "svhn_real_val.npz"))
     p.add_argument("--limit", type=int, default=None, help="first N real images only (quick runs)")
     p.add_argument("--scenes", type=int, default=500, help="rendered scenes for box accuracy")
+    p.add_argument("--crossval", default=None, metavar="DIR",
+                   help="read each real image with the model of its fold in this cross-validation folder")
     p.add_argument("--picture", default=None, help="also write the README's picture (PNG) here")
     p.add_argument("--only-picture", action="store_true", help="write the picture and stop")
     args = p.parse_args()
     fonts = tuple(find_fonts())
-    ways = readers(args.checkpoint, args.localiser)
+    locator = load_locator(args.localiser)
+    ways = readers(args.checkpoint, locator)
     if args.only_picture:
         picture_sheet(ways["localiser + views"], fonts, args.picture or "reading.png")
         return
     with np.load(args.npz) as f:
-        images, labels = f["x"][:args.limit], f["y"][:args.limit]
+        images, labels = f["x"], f["y"]
+    ways_of, who = real_image_readers(args, locator, ways, labels)
+    images, labels = images[:args.limit], labels[:args.limit]
     began = time.perf_counter()
-    print(f"original 32x32 crops, classifier alone: {original_accuracy(ways, images, labels):.2%} "
-          f"({len(labels)} images; {Path(args.checkpoint).name}, never trained on them)")
-    photo_accuracy(ways, images, labels, fonts)
+    print(f"original 32x32 crops, classifier alone: {original_accuracy(ways_of, images, labels):.2%} "
+          f"({len(labels)} images; {who})")
+    photo_accuracy(ways_of, images, labels, fonts)
     rate, any_digit, counted = box_accuracy(ways["localiser + views"], fonts, args.scenes)
     print(f"box IoU >= 0.5 with the main digit: {rate:.2%} of {counted} rendered test scenes with digits "
           f"(with any whole digit: {any_digit:.2%})")

@@ -22,6 +22,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.checkpoint import load_network  # noqa: E402
 from model.preprocess import FITS, preprocess  # noqa: E402
+from train.crossval import trained_on  # noqa: E402
 
 SCALE = 8  # a 32 px crop becomes a 256 px photo
 
@@ -66,6 +67,10 @@ def main() -> None:
     p.add_argument("--checkpoint", default="checkpoints/default.pt")
     p.add_argument("--npz", default="../shared/data/svhn/svhn_real_val.npz")
     args = p.parse_args()
+    if trained_on(args.checkpoint, args.npz):
+        sys.exit(f"error: {args.checkpoint} trained on {Path(args.npz).name}, so its accuracy there means nothing; "
+                 f"give a model that never saw them (the SynthDigits-only one: git show "
+                 f"4a393df:checkpoints/default.pt > runs/synthetic-v4.pt)")
     net, ckpt = load_network(args.checkpoint)
     with np.load(args.npz) as f:
         images, labels = f["x"], f["y"]

@@ -21,7 +21,7 @@ import torch
 
 from model.checkpoint import load_checkpoint
 from official_formats import CIFAR10_TEST_NAMES, run_cli, write_cifar10, write_cifar100, write_npz, write_svhn
-from train import cli, engine, loop
+from train import cli, crossval, datasets, engine, loop
 from train.config import TrainConfig
 from train.engine import EpochSampler, MixedEpochSampler
 from train.logs import read_metrics
@@ -446,14 +446,29 @@ def test_cross_validation_trains_a_run_per_fold_and_one_without(tmp_path, capsys
     assert "training_state" not in final and "30 labelled images of real.npz" in final["dataset"]
     assert final["metrics"]["crossval_accuracy"]["value"] == result["with"]
     assert "3-fold cross-validation on real.npz" in final["metrics"]["crossval_accuracy"]["data"]
+    assert crossval.trained_on(tmp_path / "cv" / "all" / "final.pt", npz)      # benches must score it by fold
+    assert not crossval.trained_on(tmp_path / "cv" / "no-real" / "last.pt", npz)
     # WiSE-FT: the finished runs are averaged with the --init weights (here the baseline's) and scored
     code, out3, err = run_cli([*argv, "--wise-ft", "0.5", "--init", tmp_path / "cv" / "no-real" / "last.pt"], capsys)
     assert code == 0, err
     assert "WiSE-FT 0.5 with the --init weights" in out3 and "fine-tune alone" in out3
     averaged = load_checkpoint(tmp_path / "cv" / "fold-1" / "wise-ft-0.5.pt")
-    assert "WiSE-FT: weights 0.5 x this fine-tune + 0.5 x last.pt" in averaged["dataset"]
+    assert "WiSE-FT: weights 0.5 x this fine-tune + 0.5 x the weights it started from (last.pt)" in averaged["dataset"]
+    assert averaged["metrics"] == {}  # one run's accuracies do not describe the averaged weights
     result = json.loads((tmp_path / "cv" / "crossval.json").read_text())
     assert result["finetune_alone"] == pytest.approx(float(out.splitlines()[-1].split()[2]))  # the runs alone, as before
+    # benches find each fold's scored model and the fold of every image, as the folds were dealt
+    labels = np.load(npz)["y"]
+    models, fold_of = crossval.fold_models(tmp_path / "cv", labels)
+    assert models == [tmp_path / "cv" / f"fold-{f}" / "wise-ft-0.5.pt" for f in range(3)]
+    assert fold_of.tolist() == datasets.stratified_folds(labels, 3, 0).tolist()
+    with pytest.raises(ValueError, match="cross-validated 30 images"):
+        crossval.fold_models(tmp_path / "cv", labels[:20])
+    (tmp_path / "cv" / "fold-2" / "wise-ft-0.5.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="fold-2"):
+        crossval.fold_models(tmp_path / "cv", labels)
+    with pytest.raises(FileNotFoundError, match="crossval.json: no such file"):
+        crossval.fold_models(tmp_path, labels)
 
 
 def test_a_soup_trains_each_run_once_per_seed_and_scores_their_averaged_weights(tmp_path, capsys):

@@ -46,6 +46,43 @@ def train_or_resume(cfg: TrainConfig, out_dir: Path) -> Path:
     return last
 
 
+def scored_name(soup: int, wise_ft: float) -> str:
+    """The file name, in a run's folder, of the model a protocol scores and ships."""
+    return f"wise-ft-{wise_ft:g}.pt" if wise_ft else "soup.pt" if soup > 1 else "last.pt"
+
+
+def fold_models(out_dir: str | Path, labels: np.ndarray) -> tuple[list[Path], np.ndarray]:
+    """What a finished cross-validation in ``out_dir`` scored, for benches that must read each
+    image of its NPZ (whose ``labels`` the caller loaded) with a model that never saw it: the model
+    of every fold, and the fold of every image, dealt as the cross-validation dealt them.
+
+    Raises:
+        FileNotFoundError: one line naming what is missing (no crossval.json, or a fold's model).
+        ValueError: if ``labels`` are not as many as the images it cross-validated.
+    """
+    out_dir = Path(out_dir)
+    record = out_dir / "crossval.json"
+    if not record.is_file():
+        raise FileNotFoundError(f"{record}: no such file; run the cross-validation (--cross-validate) into {out_dir} first")
+    result = json.loads(record.read_text())
+    if len(labels) != result["images"]:
+        raise ValueError(f"{record} cross-validated {result['images']} images ({result['npz']}), not {len(labels)}")
+    protocol = result["protocol"]
+    name = scored_name(protocol.get("soup", 1), protocol.get("wise_ft", 0.0))
+    models = [out_dir / f"fold-{f}" / name for f in range(len(result["folds"]))]
+    missing = [str(m) for m in models if not m.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]}: no such file; run the cross-validation into {out_dir} again")
+    return models, stratified_folds(labels, len(models), protocol["fold_seed"])
+
+
+def trained_on(checkpoint: str | Path, npz: str | Path) -> bool:
+    """Whether the checkpoint's last training run had a file of ``npz``'s name in its batches (then
+    it must be scored on those images through its cross-validation, ``fold_models``)."""
+    config = load_checkpoint(checkpoint).get("train_config", {})
+    return any(Path(p).name == Path(npz).name for p in config.get("train_npz") or [])
+
+
 def train_runs(cfg: TrainConfig, out_dir: Path, name: str, **changes) -> tuple[Path, Path]:
     """Train (or resume, or skip when finished) the run ``name`` ("fold-2", "no-real", "all") of the
     protocol with ``changes``: one run in ``out_dir/name``, or with ``cfg.soup`` N one per seed in
@@ -67,7 +104,7 @@ def train_runs(cfg: TrainConfig, out_dir: Path, name: str, **changes) -> tuple[P
         alone = average_weights(lasts, folder / "soup.pt")
     if not cfg.wise_ft:
         return alone, alone
-    return alone, wise_ft(alone, cfg.init, cfg.wise_ft, folder / f"wise-ft-{cfg.wise_ft:g}.pt")
+    return alone, wise_ft(alone, cfg.init, cfg.wise_ft, folder / scored_name(cfg.soup, cfg.wise_ft))
 
 
 @torch.inference_mode()

@@ -6,7 +6,8 @@ initial model knew (here: the real crops, and the renders the fine-tune drifts a
 A uniform model soup, Wortsman et al., "Model soups" (ICML 2022): the weights of several runs
 fine-tuned from the same start (other seeds) averaged, which smooths out one run's luck.
 Every floating-point tensor is averaged, BatchNorm's running statistics included; integer
-counters are the first checkpoint's.
+counters are the first checkpoint's. The averaged checkpoint carries no metrics: the first run's
+accuracies describe that run's weights, not the average (measure it with ``--evaluate --record``).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def _mixed(paths: Sequence[str | Path], weights: Sequence[float], hint: str) -> 
     """
     ckpt = load_checkpoint(paths[0])
     ckpt.pop("training_state", None)
+    ckpt["metrics"] = {}
     states = [ckpt["state_dict"]] + [load_checkpoint(p)["state_dict"] for p in paths[1:]]
     mixed = {}
     for name, tensor in ckpt["state_dict"].items():
@@ -48,7 +50,7 @@ def wise_ft(finetuned: str | Path, initial: str | Path, alpha: float, out: str |
         raise ValueError(f"Invalid --wise-ft {alpha}: it must be in (0, 1].")
     ckpt = _mixed([finetuned, initial], [alpha, 1 - alpha],
                   "--wise-ft needs the checkpoint the run was initialised from (--init).")
-    ckpt["dataset"] += f"; WiSE-FT: weights {alpha:g} x this fine-tune + {1 - alpha:g} x {Path(initial).name}"
+    ckpt["dataset"] += f"; WiSE-FT: weights {alpha:g} x this fine-tune + {1 - alpha:g} x the weights it started from ({Path(initial).name})"
     save_checkpoint(ckpt, out)
     return Path(out)
 
