@@ -90,16 +90,19 @@ class Classifier:
                 box is not inside it (400).
         """
         start = time.perf_counter()
-        image = decode_upload(data)
+        upload = decode_upload(data)
         if box is not None:
-            box = check_box(box, *image.size)
-        reading = self.reader.read(image, box)
+            box = check_box(box, *upload.size)
+        reading = self.reader.read(upload.picture, None if box is None else upload.to_picture(box))
+        looked = None                    # where it looked, in the uploaded picture's pixels
+        if reading.box is not None:
+            looked = [int(v) for v in (box if box is not None else upload.to_upload(reading.box))]
         return Prediction(digit=reading.digit, confidence=round(reading.confidence, 6),
                           probabilities=[float(p) for p in reading.probabilities], model=self.name,
                           elapsed_ms=round((time.perf_counter() - start) * 1000, 2),
                           input_image=png_data_url(reading.seen),
-                          box=None if reading.box is None else [int(v) for v in reading.box],
-                          image_size=list(image.size), others=reading.others, reason=reading.reason,
+                          box=looked,
+                          image_size=list(upload.size), others=reading.others, reason=reading.reason,
                           source="localiser" if reading.source == "picture" else reading.source)
 
     def close(self) -> None:

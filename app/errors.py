@@ -10,7 +10,7 @@ import logging
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from app.imaging import MAX_UPLOAD_BYTES
+from app.imaging import LIMIT_TEXT
 from app.routes import render_page
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,7 @@ def api_message(e: HTTPException) -> str:
 
 
 def too_large_message() -> str:
-    return (f"The upload is larger than the limit of {MAX_UPLOAD_BYTES // 1024} KB (1 MB). "
-            f"Send a smaller or more compressed picture.")
+    return f"The upload is too large: {LIMIT_TEXT}."
 
 
 def handle_http_error(e: HTTPException) -> Response | HTTPException | tuple:

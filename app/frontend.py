@@ -38,7 +38,7 @@ import h11
 log = logging.getLogger(__name__)
 
 HEADER_TIMEOUT_S = 10.0          # a request line and headers must arrive within this
-UPLOAD_TIMEOUT_S = 30.0          # a whole body (up to 1 MB) must arrive within this
+UPLOAD_TIMEOUT_S = 60.0          # a whole body must arrive within this (a 10 MB photo at 1.4 Mbit/s)
 UPLOAD_GRACE_S = 5.0             # ... and, after this, at no less than the minimum rate on average
 MIN_UPLOAD_BYTES_PER_S = 1000.0  # a 2G phone sends 10 to 30 KB/s; a byte-a-second trickle is cut at 5 s
 KEEPALIVE_S = 5.0                # an idle keep-alive connection is closed after this

@@ -6,12 +6,19 @@ WebP), the declared pixel count is checked against ``MAX_PIXELS`` before any pix
 shows here, EXIF orientation is applied and every mode becomes RGB. Every refusal is an
 ``UploadError`` with an HTTP status and a message a person can act on. Nothing touches the disk
 and the client's filename is never used.
+
+A phone camera's JPEG (12 to 48 megapixels, 2 to 10 MB) is decoded at a reduced scale (libjpeg's
+DCT scaling, ``Image.draft``: 1/2, 1/4 or 1/8, the largest that keeps ``WORKING_SIDE`` pixels on
+the longer side), which costs a fraction of a full decode in time and memory. Boxes stay in the
+uploaded picture's pixels: ``Upload`` maps them to the decoded picture and back.
 """
 from __future__ import annotations
 
 import base64
 import io
 import logging
+import math
+from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -19,8 +26,11 @@ from model.preprocess import to_rgb
 
 log = logging.getLogger(__name__)
 
-MAX_UPLOAD_BYTES = 1024 * 1024          # 1 MB per picture
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024     # 10 MB per picture: a phone camera's JPEG
+WORKING_SIDE = 1280                     # a large JPEG is decoded with at least this many pixels on its longer
+#                                         side: a digit 1/40 of the photo's width keeps the network's 32 px
 MAX_PIXELS = 24_000_000                 # 24 megapixels: any phone photo, far below Pillow's 89 M
+LIMIT_TEXT = f"the limit is {MAX_UPLOAD_BYTES // 2**20} MB. Send a smaller or more compressed picture"
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
 ACCEPTED_DESCRIPTION = "JPEG, PNG or WebP"
 # Magic numbers of picture formats people may try, to tell "unsupported" (415) from "not a picture" (400).
@@ -58,8 +68,7 @@ def check_size(data: bytes) -> None:
     if not data:
         raise UploadError(400, "The file is empty. Choose a photo or picture of a digit.")
     if len(data) > MAX_UPLOAD_BYTES:
-        raise UploadError(413, f"The file is {len(data) / 1e6:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 1024} KB "
-                               f"(1 MB). Send a smaller or more compressed picture.")
+        raise UploadError(413, f"The file is {len(data) / 2**20:.1f} MB; {LIMIT_TEXT}.")
 
 
 def open_image(data: bytes) -> Image.Image:
@@ -83,8 +92,42 @@ def open_image(data: bytes) -> Image.Image:
     return image
 
 
-def decode_upload(data: bytes) -> Image.Image:
-    """Upload bytes -> an upright RGB picture, or ``UploadError``.
+@dataclass(frozen=True)
+class Upload:
+    """A decoded upload: ``picture``, upright RGB, perhaps decoded at a reduced scale; ``size``, the
+    upright uploaded picture's (width, height), in whose pixels boxes are given and returned."""
+
+    picture: Image.Image
+    size: tuple[int, int]
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Uploaded pixels per decoded pixel, across and down (1, 1 unless reduced)."""
+        return self.size[0] / self.picture.width, self.size[1] / self.picture.height
+
+    def to_picture(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """A box in uploaded pixels -> the same box in the decoded picture's pixels."""
+        sx, sy = self.scale
+        return box[0] / sx, box[1] / sy, box[2] / sx, box[3] / sy
+
+    def to_upload(self, box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+        """A box in the decoded picture's pixels -> whole uploaded pixels covering it, inside the picture."""
+        sx, sy = self.scale
+        w, h = self.size
+        return (min(max(math.floor(box[0] * sx), 0), w), min(max(math.floor(box[1] * sy), 0), h),
+                min(max(math.ceil(box[2] * sx), 0), w), min(max(math.ceil(box[3] * sy), 0), h))
+
+
+def reduce_on_decode(image: Image.Image) -> None:
+    """Ask a large JPEG's decoder for the smallest DCT scale keeping WORKING_SIDE on the longer side."""
+    width, height = image.size
+    if image.format == "JPEG" and max(width, height) >= 2 * WORKING_SIDE:
+        fraction = WORKING_SIDE / max(width, height)
+        image.draft(image.mode, (math.ceil(width * fraction), math.ceil(height * fraction)))
+
+
+def decode_upload(data: bytes) -> Upload:
+    """Upload bytes -> the upright RGB picture (a large JPEG at a reduced scale), or ``UploadError``.
 
     Raises:
         UploadError: 400 empty, not a picture, corrupt or truncated; 413 too many bytes or pixels;
@@ -92,13 +135,17 @@ def decode_upload(data: bytes) -> Image.Image:
     """
     check_size(data)
     image = open_image(data)
+    width, height = image.size                      # as stored, before the EXIF rotation
     try:
+        reduce_on_decode(image)
         image.load()
+        stored = image.size
         try:
             ImageOps.exif_transpose(image, in_place=True)   # a returned copy would cost 0.1 ms a request
         except Exception:  # a damaged EXIF block should not cost the picture
             log.debug("ignoring unreadable EXIF orientation", exc_info=True)
-        return to_rgb(image)
+        turned = image.size != stored
+        return Upload(to_rgb(image), (height, width) if turned else (width, height))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         log.info("refused a damaged %s upload: %s", image.format, e)
         raise UploadError(400, f"The {image.format} file is truncated or damaged and cannot be read. "

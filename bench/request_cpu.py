@@ -8,7 +8,10 @@ thread, median of ``--repeats`` calls after a warm-up. The whole is the figure t
 commits (run this at each, back to back); the steps say where it goes. Flask, HTTP and the
 micro-batchers are not in it: ``bench/serve.py`` measures those with everything else.
 
-    python bench/request_cpu.py [--repeats 300] [--checkpoint ...] [--localiser ...] [--backend onnx]
+    python bench/request_cpu.py [--repeats 300] [--width 640] [--checkpoint ...] [--localiser ...] [--backend onnx]
+
+``--width 4032`` times the same photo as a 12-megapixel phone camera's JPEG, which is decoded at a
+reduced scale (``app.imaging.WORKING_SIDE``); the full-scale decode is timed beside it.
 """
 from __future__ import annotations
 
@@ -22,12 +25,12 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from app.imaging import decode_upload, png_data_url  # noqa: E402
+from app.imaging import decode_upload, open_image, png_data_url  # noqa: E402
 from app.modelfile import ensure_onnx  # noqa: E402
 from bench.serve import sample_jpeg  # noqa: E402
 from model.inference import BACKENDS, DEFAULT_BACKEND, load_reader, localiser_backend  # noqa: E402
 from model.localiser import decode, letterbox, normalize_input  # noqa: E402
-from model.preprocess import normalize  # noqa: E402
+from model.preprocess import normalize, to_rgb  # noqa: E402
 from model.reading import frame_views  # noqa: E402
 
 
@@ -43,19 +46,27 @@ def cpu_ms(call: Callable[[], object], repeats: int) -> float:
     return float(np.median(times)) / 1e6
 
 
+def full_scale(data: bytes):
+    """The upload decoded as ``decode_upload`` does, but at full scale (what it did before 2026-11-30)."""
+    image = open_image(data)
+    image.load()
+    return to_rgb(image)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "default.pt"))
     p.add_argument("--localiser", default=str(REPO / "checkpoints" / "localiser.pt"))
     p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
     p.add_argument("--repeats", type=int, default=300)
+    p.add_argument("--width", type=int, default=640, help="the photo's width (its height is 3/4 of it)")
     args = p.parse_args()
     if args.backend != "torch":
         ensure_onnx(args.checkpoint, args.backend)
         ensure_onnx(args.localiser, localiser_backend(args.backend))
     reader = load_reader(args.checkpoint, args.localiser, args.backend, threads=1)
-    data = sample_jpeg()
-    picture = decode_upload(data)
+    data = sample_jpeg(args.width)
+    picture = decode_upload(data).picture
     letterboxed, frame = letterbox(picture, reader.locator_size)
     x = normalize_input(letterboxed[None])
     maps = reader.locate(x)[0]
@@ -65,6 +76,7 @@ def main() -> None:
     reading = reader.read(picture)
     steps = {
         "JPEG decode (decode_upload)": lambda: decode_upload(data),
+        "  the same at full scale (not served)": lambda: full_scale(data),
         "letterbox to the localiser's input": lambda: letterbox(picture, reader.locator_size),
         "localiser input standardised": lambda: normalize_input(letterboxed[None]),
         "localiser forward (batch 1)": lambda: reader.locate(x),
@@ -75,17 +87,20 @@ def main() -> None:
         "classifier forward (batch 1)": lambda: reader.classify(batch),
         "PNG of what the network saw": lambda: png_data_url(reading.seen),
     }
-    print(f"{len(data) / 1000:.1f} KB JPEG, {picture.size[0]}x{picture.size[1]}: read {reading.digit} "
-          f"({reading.confidence:.3f}), box {reading.box}, {reading.views} view(s); backend {args.backend}, "
+    print(f"{len(data) / 1000:.1f} KB JPEG, {args.width}x{args.width * 3 // 4} decoded at {picture.size[0]}x{picture.size[1]}: read {reading.digit} "
+          f"({reading.confidence:.3f}), box {reading.box} (decoded pixels), {reading.views} view(s); backend {args.backend}, "
           f"1 thread, median CPU ms of {args.repeats}")
     total = 0.0
     for name, call in steps.items():
         ms = cpu_ms(call, args.repeats)
-        total += ms
+        total += ms if not name.startswith(" ") else 0.0
         print(f"  {name:44} {ms:6.3f}")
     print(f"  {'sum of the steps':44} {total:6.3f}")
-    whole = cpu_ms(lambda: png_data_url(reader.read(decode_upload(data)).seen), args.repeats)
+    whole = cpu_ms(lambda: png_data_url(reader.read(decode_upload(data).picture).seen), args.repeats)
     print(f"  {'whole (decode_upload + Reader.read + PNG)':44} {whole:6.3f}")
+    if picture.size[0] != args.width:
+        before = cpu_ms(lambda: png_data_url(reader.read(full_scale(data)).seen), args.repeats)
+        print(f"  {'whole, decoded at full scale (not served)':44} {before:6.3f}")
 
 
 if __name__ == "__main__":

@@ -222,7 +222,8 @@
   async function classify(file, box) {
     if (!file) { showError("Choose a picture first."); return; }
     if (file.size > maxBytes) {
-      showError("The file is " + (file.size / 1e6).toFixed(1) + " MB; the limit is 1 MB. Send a smaller or more compressed picture.");
+      showError("The file is " + (file.size / 1048576).toFixed(1) + " MB; the limit is " + Math.floor(maxBytes / 1048576) +
+                " MB. Send a smaller or more compressed picture.");
       return;
     }
     showError("");

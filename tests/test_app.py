@@ -14,7 +14,7 @@ import tests.app_images as pics
 from app import create_app
 from app.boxes import BOX_RULE, MAX_BOX_TEXT
 from app.classifier import Prediction
-from app.imaging import MAX_PIXELS, MAX_UPLOAD_BYTES, UploadError, decode_upload
+from app.imaging import MAX_PIXELS, MAX_UPLOAD_BYTES, Upload, UploadError, decode_upload
 from model.inference import ModelLoadError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -203,8 +203,8 @@ BAD_UPLOADS = [
     ("gif", pics.gif(), 415, "GIF pictures are not supported"),
     ("bmp", pics.bmp(), 415, "BMP"),
     ("tiff", pics.tiff(), 415, "TIFF"),
-    ("over 1 MB, under the request limit", pics.jpeg() + b"\0" * MAX_UPLOAD_BYTES, 413, "1 MB"),
-    ("far over 1 MB", pics.noise_png(800), 413, "1 MB"),
+    ("over 10 MB, under the request limit", pics.jpeg() + b"\0" * MAX_UPLOAD_BYTES, 413, "the limit is 10 MB"),
+    ("far over 10 MB", pics.noise_png(1900), 413, "the limit is 10 MB"),
     ("bomb over Pillow's limit", pics.png_bomb(20_000, 20_000), 413, "megapixels"),
     ("bomb under Pillow's limit", pics.png_bomb(6000, 6000), 413, f"{MAX_PIXELS // 1_000_000} megapixels"),
 ]
@@ -236,13 +236,46 @@ def test_api_routing_errors_are_json(client, method, url, status):
 
 
 def test_exif_orientation_is_applied():
-    image = decode_upload(pics.exif_rotated_jpeg(size=(120, 90), orientation=6))
-    assert image.size == (90, 120) and image.mode == "RGB"
+    upload = decode_upload(pics.exif_rotated_jpeg(size=(120, 90), orientation=6))
+    assert upload.size == upload.picture.size == (90, 120) and upload.picture.mode == "RGB"
 
 
 @pytest.mark.parametrize("data", [pics.png(mode="L"), pics.png_16bit(), pics.jpeg(mode="CMYK"), pics.png(mode="RGBA")])
 def test_every_mode_decodes_to_rgb(data):
-    assert decode_upload(data).mode == "RGB"
+    assert decode_upload(data).picture.mode == "RGB"
+
+
+@pytest.mark.parametrize("data, size, decoded", [
+    (pics.jpeg((3000, 2000)), (3000, 2000), (1500, 1000)),                    # 1/2 keeps 1,280 px or more
+    (pics.jpeg((6000, 4000), mode="L"), (6000, 4000), (1500, 1000)),          # 1/4
+    (pics.exif_rotated_jpeg((3000, 2000), orientation=6), (2000, 3000), (1000, 1500)),   # turned upright
+    (pics.jpeg((2400, 1800)), (2400, 1800), (2400, 1800)),                    # 1/2 would leave under 1,280
+    (pics.png((3000, 2000)), (3000, 2000), (3000, 2000)),                     # only JPEG decodes reduced
+])
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale(data, size, decoded):
+    upload = decode_upload(data)
+    assert upload.size == size and upload.picture.size == decoded and upload.picture.mode == "RGB"
+
+
+def test_an_uploads_boxes_map_to_its_decoded_picture_and_back():
+    upload = Upload(Image.new("RGB", (1500, 1000)), (3000, 2000))
+    assert upload.scale == (2.0, 2.0)
+    assert upload.to_picture((100, 50, 301, 2000)) == (50.0, 25.0, 150.5, 1000.0)
+    assert upload.to_upload((50.0, 25.0, 150.5, 1000.0)) == (100, 50, 301, 2000)
+    assert upload.to_upload((-3.0, 10.2, 1600.0, 999.1)) == (0, 20, 3000, 1999)     # whole pixels, inside
+
+
+def test_a_large_photo_is_read_with_boxes_in_its_own_pixels(client):
+    data = pics.jpeg((3000, 2000))
+    found = post_image(client, data).json
+    assert found["image_size"] == [3000, 2000]
+    if found["box"] is not None:              # random weights: a box, if any, lies in the upload's pixels
+        left, top, right, bottom = found["box"]
+        assert 0 <= left < right <= 3000 and 0 <= top < bottom <= 2000
+    given = post_image(client, data, box="1000,400,1801,1601").json
+    assert given["box"] == [1000, 400, 1801, 1601] and given["source"] == "user"
+    refused = post_image(client, data, box="1000,400,1801,2001")
+    assert refused.status_code == 400 and "3000 x 2000 picture" in refused.json["error"]
 
 
 def test_decoder_refuses_formats_pillow_could_read():
@@ -296,7 +329,7 @@ def test_form_post_renders_the_result_page(client):
 
 
 @pytest.mark.parametrize("data, status, message", [(pics.gif(), 415, "not supported"),
-                                                   (pics.noise_png(800), 413, "1 MB"), (b"", 400, "empty")])
+                                                   (pics.noise_png(1900), 413, "10 MB"), (b"", 400, "empty")])
 def test_form_post_shows_errors_on_the_page(client, data, status, message):
     response = post_image(client, data, url="/")
     assert response.status_code == status and response.mimetype == "text/html"
