@@ -96,7 +96,7 @@ class Classifier:
         reading = self.reader.read(upload.picture, None if box is None else upload.to_picture(box))
         looked = None                    # where it looked, in the uploaded picture's pixels
         if reading.box is not None:
-            looked = [int(v) for v in (box if box is not None else upload.to_upload(reading.box))]
+            looked = [int(v) for v in (box if box is not None else upload.to_photo(reading.box))]
         return Prediction(digit=reading.digit, confidence=round(reading.confidence, 6),
                           probabilities=[float(p) for p in reading.probabilities], model=self.name,
                           elapsed_ms=round((time.perf_counter() - start) * 1000, 2),

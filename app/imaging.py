@@ -7,28 +7,23 @@ shows here, EXIF orientation is applied and every mode becomes RGB. Every refusa
 ``UploadError`` with an HTTP status and a message a person can act on. Nothing touches the disk
 and the client's filename is never used.
 
-A phone camera's JPEG (12 to 48 megapixels, 2 to 10 MB) is decoded at a reduced scale (libjpeg's
-DCT scaling, ``Image.draft``: 1/2, 1/4 or 1/8, the largest that keeps ``WORKING_SIDE`` pixels on
-the longer side), which costs a fraction of a full decode in time and memory. Boxes stay in the
-uploaded picture's pixels: ``Upload`` maps them to the decoded picture and back.
+A phone camera's JPEG (12 to 48 megapixels, 2 to 10 MB) is decoded at a reduced scale
+(``model.preprocess.decode_picture``), which costs a fraction of a full decode in time and memory;
+boxes stay in the uploaded picture's pixels (``Photo`` maps them to the decoded picture and back).
 """
 from __future__ import annotations
 
 import base64
 import io
 import logging
-import math
-from dataclasses import dataclass
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from model.preprocess import to_rgb
+from model.preprocess import Photo, decode_picture
 
 log = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024     # 10 MB per picture: a phone camera's JPEG
-WORKING_SIDE = 1280                     # a large JPEG is decoded with at least this many pixels on its longer
-#                                         side: a digit 1/40 of the photo's width keeps the network's 32 px
 MAX_PIXELS = 24_000_000                 # 24 megapixels: any phone photo, far below Pillow's 89 M
 LIMIT_TEXT = f"the limit is {MAX_UPLOAD_BYTES // 2**20} MB. Send a smaller or more compressed picture"
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
@@ -92,42 +87,9 @@ def open_image(data: bytes) -> Image.Image:
     return image
 
 
-@dataclass(frozen=True)
-class Upload:
-    """A decoded upload: ``picture``, upright RGB, perhaps decoded at a reduced scale; ``size``, the
-    upright uploaded picture's (width, height), in whose pixels boxes are given and returned."""
-
-    picture: Image.Image
-    size: tuple[int, int]
-
-    @property
-    def scale(self) -> tuple[float, float]:
-        """Uploaded pixels per decoded pixel, across and down (1, 1 unless reduced)."""
-        return self.size[0] / self.picture.width, self.size[1] / self.picture.height
-
-    def to_picture(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
-        """A box in uploaded pixels -> the same box in the decoded picture's pixels."""
-        sx, sy = self.scale
-        return box[0] / sx, box[1] / sy, box[2] / sx, box[3] / sy
-
-    def to_upload(self, box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
-        """A box in the decoded picture's pixels -> whole uploaded pixels covering it, inside the picture."""
-        sx, sy = self.scale
-        w, h = self.size
-        return (min(max(math.floor(box[0] * sx), 0), w), min(max(math.floor(box[1] * sy), 0), h),
-                min(max(math.ceil(box[2] * sx), 0), w), min(max(math.ceil(box[3] * sy), 0), h))
-
-
-def reduce_on_decode(image: Image.Image) -> None:
-    """Ask a large JPEG's decoder for the smallest DCT scale keeping WORKING_SIDE on the longer side."""
-    width, height = image.size
-    if image.format == "JPEG" and max(width, height) >= 2 * WORKING_SIDE:
-        fraction = WORKING_SIDE / max(width, height)
-        image.draft(image.mode, (math.ceil(width * fraction), math.ceil(height * fraction)))
-
-
-def decode_upload(data: bytes) -> Upload:
-    """Upload bytes -> the upright RGB picture (a large JPEG at a reduced scale), or ``UploadError``.
+def decode_upload(data: bytes) -> Photo:
+    """Upload bytes -> the upright RGB picture (a large JPEG at a reduced scale, ``decode_picture``),
+    or ``UploadError``.
 
     Raises:
         UploadError: 400 empty, not a picture, corrupt or truncated; 413 too many bytes or pixels;
@@ -135,17 +97,8 @@ def decode_upload(data: bytes) -> Upload:
     """
     check_size(data)
     image = open_image(data)
-    width, height = image.size                      # as stored, before the EXIF rotation
     try:
-        reduce_on_decode(image)
-        image.load()
-        stored = image.size
-        try:
-            ImageOps.exif_transpose(image, in_place=True)   # a returned copy would cost 0.1 ms a request
-        except Exception:  # a damaged EXIF block should not cost the picture
-            log.debug("ignoring unreadable EXIF orientation", exc_info=True)
-        turned = image.size != stored
-        return Upload(to_rgb(image), (height, width) if turned else (width, height))
+        return decode_picture(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         log.info("refused a damaged %s upload: %s", image.format, e)
         raise UploadError(400, f"The {image.format} file is truncated or damaged and cannot be read. "

@@ -11,7 +11,7 @@ micro-batchers are not in it: ``bench/serve.py`` measures those with everything 
     python bench/request_cpu.py [--repeats 300] [--width 640] [--checkpoint ...] [--localiser ...] [--backend onnx]
 
 ``--width 4032`` times the same photo as a 12-megapixel phone camera's JPEG, which is decoded at a
-reduced scale (``app.imaging.WORKING_SIDE``); the full-scale decode is timed beside it.
+reduced scale (``model.preprocess.WORKING_SIDE``); the full-scale decode is timed beside it.
 """
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from model.localiser import Detection, decode, iou, letterbox, main_detection, normalize_input
-from model.preprocess import fit_to_input, normalize, to_rgb
+from model.preprocess import decode_picture, fit_to_input, normalize, to_rgb
 
 FIND_THRESHOLD = 0.3     # lowest localiser score that counts as a digit (see bench/photo_suite.py)
 TIGHT_FRACTION = 0.5     # a digit at least this tall (or wide) a part of the picture: the picture is a tight crop
@@ -256,8 +256,10 @@ def picture_files(paths: Sequence[str]) -> list[Path]:
     return out
 
 
-def reading_json(path: Path, r: Reading, size: Sequence[int]) -> dict:
-    return {"file": str(path), "digit": r.digit, "confidence": round(r.confidence, 4), "box": r.box,
+def reading_json(path: Path, r: Reading, box: Sequence[int] | None, size: Sequence[int]) -> dict:
+    """One picture's line of ``--json``: ``box`` and ``size`` in the file's pixels (after EXIF rotation)."""
+    return {"file": str(path), "digit": r.digit, "confidence": round(r.confidence, 4),
+            "box": None if box is None else list(box),
             "image_size": list(size), "others": r.others, "reason": r.reason}
 
 
@@ -314,21 +316,20 @@ def main(argv: list[str] | None = None) -> int:
     for path in picture_files(args.paths):
         try:
             with Image.open(path) as image:
-                from PIL import ImageOps
-
-                picture = to_rgb(ImageOps.exif_transpose(image))
-        except (OSError, ValueError) as e:
+                photo = decode_picture(image)       # as the server decodes an upload
+        except (OSError, ValueError, SyntaxError) as e:
             print(f"{path}: error: not a readable picture ({type(e).__name__})", file=sys.stderr)
             status = 1
             continue
-        r = reader.read(picture, box)
+        r = reader.read(photo.picture, None if box is None else photo.to_picture(box))
+        looked = None if r.box is None else photo.to_photo(r.box if box is None else photo.to_picture(box))
         if args.json:
-            print(json.dumps(reading_json(path, r, picture.size)))
+            print(json.dumps(reading_json(path, r, looked, photo.size)))
         elif r.digit is None:
             print(f"{path}: no digit ({r.reason})")
         else:
             extra = f", {r.others} other digit{'s' * (r.others != 1)} seen" if r.others else ""
-            print(f"{path}: {r.digit} (confidence {r.confidence:.2f}, box {','.join(map(str, r.box))}{extra})")
+            print(f"{path}: {r.digit} (confidence {r.confidence:.2f}, box {','.join(map(str, looked))}{extra})")
     return status
 
 

@@ -14,8 +14,9 @@ import tests.app_images as pics
 from app import create_app
 from app.boxes import BOX_RULE, MAX_BOX_TEXT
 from app.classifier import Prediction
-from app.imaging import MAX_PIXELS, MAX_UPLOAD_BYTES, Upload, UploadError, decode_upload
+from app.imaging import MAX_PIXELS, MAX_UPLOAD_BYTES, UploadError, decode_upload
 from model.inference import ModelLoadError
+from model.preprocess import Photo
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -258,11 +259,11 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale(data, size, decoded):
 
 
 def test_an_uploads_boxes_map_to_its_decoded_picture_and_back():
-    upload = Upload(Image.new("RGB", (1500, 1000)), (3000, 2000))
+    upload = Photo(Image.new("RGB", (1500, 1000)), (3000, 2000))
     assert upload.scale == (2.0, 2.0)
     assert upload.to_picture((100, 50, 301, 2000)) == (50.0, 25.0, 150.5, 1000.0)
-    assert upload.to_upload((50.0, 25.0, 150.5, 1000.0)) == (100, 50, 301, 2000)
-    assert upload.to_upload((-3.0, 10.2, 1600.0, 999.1)) == (0, 20, 3000, 1999)     # whole pixels, inside
+    assert upload.to_photo((50.0, 25.0, 150.5, 1000.0)) == (100, 50, 301, 2000)
+    assert upload.to_photo((-3.0, 10.2, 1600.0, 999.1)) == (0, 20, 3000, 1999)     # whole pixels, inside
 
 
 def test_a_large_photo_is_read_with_boxes_in_its_own_pixels(client):

@@ -242,6 +242,23 @@ def test_command_line_reads_files_and_folders(tmp_path, tiny_checkpoint, capsys)
     assert "right > left" in capsys.readouterr().err
 
 
+def test_command_line_reads_a_phone_sized_photo_with_boxes_in_its_pixels(tmp_path, tiny_checkpoint, capsys):
+    """A 2880x2160 JPEG is decoded at half scale, as the server decodes it; the box comes back in
+    the file's pixels, on the digit."""
+    from model.localiser import iou
+
+    photo, truth = _pasted_digit_photo(1)
+    photo.resize((2880, 2160), Image.Resampling.BICUBIC).save(tmp_path / "big.jpg", quality=90)
+    assert reading.main([str(tmp_path / "big.jpg"), "--json", "--backend", "torch", "--checkpoint", tiny_checkpoint,
+                         "--localiser", str(SHIPPED_LOCALISER)]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["image_size"] == [2880, 2160]
+    assert iou(tuple(line["box"]), tuple(6 * v for v in truth)) >= 0.5, (line["box"], truth)
+    assert reading.main([str(tmp_path / "big.jpg"), "--json", "--box", "600,300,1201,1500", "--backend", "torch",
+                         "--checkpoint", tiny_checkpoint, "--localiser", str(SHIPPED_LOCALISER)]) == 0
+    assert json.loads(capsys.readouterr().out)["box"] == [600, 300, 1201, 1500]
+
+
 def test_views_are_averaged_or_the_most_confident_one_taken():
     def two_minds():   # the first view read says 1 (0.6), every later one says 2 (0.5)
         seen = []
