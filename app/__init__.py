@@ -21,7 +21,7 @@ from app.imaging import MAX_UPLOAD_BYTES
 from app.modelfile import DEFAULT_CHECKPOINT, DEFAULT_LOCALISER, REPO_ROOT, ensure_onnx, localiser_enabled
 from app.requests import InMemoryRequest
 from app.routes import api, health, pages
-from model.inference import DEFAULT_BACKEND, default_threads, load_predictor, localiser_backend, summary
+from model.inference import DEFAULT_BACKEND, default_threads, load_predictor, summary
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def load_classifier(config: dict) -> Classifier:
                                          int(config["MAX_BATCH"]), raw=False)
     localiser = localiser_batcher = None
     if localiser_enabled(config["LOCALISER"]):
-        localiser, localiser_batcher = _behind_batcher(config["LOCALISER"], localiser_backend(config["BACKEND"]), config,
+        localiser, localiser_batcher = _behind_batcher(config["LOCALISER"], config["BACKEND"], config,
                                                        threads, int(config["LOCALISER_MAX_BATCH"]), raw=True)
     return Classifier(predictor, batcher, localiser, localiser_batcher)
 

@@ -25,7 +25,7 @@ from gunicorn.workers.base import Worker
 
 from app.frontend import FALLBACK_MAX_BODY_BYTES, FrontEnd, Limits
 from app.modelfile import DEFAULT_CHECKPOINT, DEFAULT_LOCALISER, check_loadable, localiser_enabled
-from model.inference import DEFAULT_BACKEND, localiser_backend
+from model.inference import DEFAULT_BACKEND
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -141,7 +141,7 @@ def serve(cfg: ServeConfig) -> int:
     """
     check_loadable(cfg.checkpoint, cfg.backend)
     if localiser_enabled(cfg.localiser):
-        check_loadable(cfg.localiser, localiser_backend(cfg.backend))
+        check_loadable(cfg.localiser, cfg.backend)
     if cfg.dev:
         from app import create_app
 

@@ -4,8 +4,9 @@ Each of the 541 real crops of ``--npz`` becomes, with its own seeded generator, 
 variant: enlarged as a tight square photo; cut as a tight tall box (aspect 1.3 to 2.2) around the
 central digit and enlarged; enlarged 2-4x and placed anywhere in a 3-6x larger portrait or
 landscape frame over a plain wall, a textured wall (brick, siding, plaster), a rendered street
-scene with letters, or other real crops blurred; the same frame rotated by 2-6 degrees. Every
-picture is saved as a JPEG (quality 80-95) and decoded again, as an upload is. Each picture is read
+scene with letters, or other real crops blurred; the same frame rotated by 2-6 degrees; the plain
+wall frame enlarged to a 12-megapixel phone photo (4032 px on its longer side). Every picture is
+saved as a JPEG (quality 80-95) and decoded again as an upload is (the phone photo at half scale). Each picture is read
 by the serving pipeline (``model.reading``, ONNX Runtime) five ways: today's centred crop (one
 view of the centred square), views only (no localiser: the square around the whole picture,
 zoomed and shifted), the localiser with one view, and the localiser with all views (probabilities
@@ -42,7 +43,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from app.modelfile import ensure_onnx  # noqa: E402
 from model.localiser import Detection, iou, main_detection  # noqa: E402
-from model.inference import Predictor, load_predictor, localiser_backend  # noqa: E402
+from model.inference import Predictor, load_predictor  # noqa: E402
+from model.preprocess import decode_picture  # noqa: E402
 from model.reading import NO_DIGIT, VIEWS, Reader  # noqa: E402
 from train.crossval import fold_models, trained_on  # noqa: E402
 from train.scenes import _draw_clutter, _draw_letters, _wall, render_scene  # noqa: E402
@@ -52,9 +54,11 @@ WAYS = ("centred crop", "views only", "localiser", "localiser + views", "loc + v
 
 
 def _jpeg(image: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """The picture saved as a JPEG and decoded as the server decodes an upload (a large one at a
+    reduced scale, ``model.preprocess.decode_picture``)."""
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=int(rng.integers(80, 96)))
-    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    return decode_picture(Image.open(io.BytesIO(buffer.getvalue()))).picture
 
 
 def _enlarge(crop: np.ndarray, factor: float) -> np.ndarray:
@@ -115,6 +119,16 @@ def _in_frame(kind: str, rotate: bool = False):
     return make
 
 
+def _as_phone_photo(make, long_side: int = 4032):
+    """The same picture with a phone camera's pixels: enlarged to ``long_side`` on its longer side
+    (then, as a JPEG, decoded at a reduced scale)."""
+    def enlarged(crop, rng, others, fonts):
+        picture = Image.fromarray(make(crop, rng, others, fonts))
+        k = long_side / max(picture.size)
+        return np.asarray(picture.resize((round(picture.width * k), round(picture.height * k)), Image.Resampling.BICUBIC))
+    return enlarged
+
+
 VARIANTS = {
     "tight square photo (3-8x)": tight_square,
     "tight tall box (aspect 1.3-2.2)": tall_box,
@@ -123,12 +137,15 @@ VARIANTS = {
     "in a 3-6x frame: street scene": _in_frame("street scene"),
     "in a 3-6x frame: blurred crops": _in_frame("blurred crops"),
     "in a 3-6x frame, rotated 2-6 deg": _in_frame("textured wall", rotate=True),
+    "plain wall frame as a 12 MP photo": _as_phone_photo(_in_frame("plain wall")),
 }
+# the phone photo is the plain wall frame, picture for picture (same seeds), enlarged: a paired comparison
+SEED_OF = {"plain wall frame as a 12 MP photo": list(VARIANTS).index("in a 3-6x frame: plain wall")}
 
 
 def load_locator(localiser: str) -> Predictor:
-    ensure_onnx(localiser, localiser_backend("onnx"))
-    return load_predictor(localiser, localiser_backend("onnx"), threads=2)
+    ensure_onnx(localiser)                                   # as served: int8 when it passed its check
+    return load_predictor(localiser, "onnx", threads=2)
 
 
 def readers(checkpoint: str | Path, locator: Predictor) -> dict[str, Reader]:
@@ -158,7 +175,7 @@ def photo_accuracy(ways_of: Callable[[int], dict[str, Reader]], images: np.ndarr
         right = {w: 0 for w in WAYS}
         refused = 0
         for i, (crop, label) in enumerate(zip(images, labels)):
-            rng = np.random.default_rng([2026, i, list(VARIANTS).index(name)])
+            rng = np.random.default_rng([2026, i, SEED_OF.get(name, list(VARIANTS).index(name))])
             picture = _jpeg(make(crop, rng, images, fonts), rng)
             for way, reader in ways_of(i).items():
                 r = reader.read(picture)

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 from app.imaging import decode_upload, open_image, png_data_url  # noqa: E402
 from app.modelfile import ensure_onnx  # noqa: E402
 from bench.serve import sample_jpeg  # noqa: E402
-from model.inference import BACKENDS, DEFAULT_BACKEND, load_reader, localiser_backend  # noqa: E402
+from model.inference import BACKENDS, DEFAULT_BACKEND, load_reader  # noqa: E402
 from model.localiser import decode, letterbox, normalize_input  # noqa: E402
 from model.preprocess import normalize, to_rgb  # noqa: E402
 from model.reading import frame_views  # noqa: E402
@@ -63,7 +63,7 @@ def main() -> None:
     args = p.parse_args()
     if args.backend != "torch":
         ensure_onnx(args.checkpoint, args.backend)
-        ensure_onnx(args.localiser, localiser_backend(args.backend))
+        ensure_onnx(args.localiser, args.backend)
     reader = load_reader(args.checkpoint, args.localiser, args.backend, threads=1)
     data = sample_jpeg(args.width)
     picture = decode_upload(data).picture

@@ -248,12 +248,6 @@ def load_predictor(ckpt_path: str | Path, backend: str = DEFAULT_BACKEND, thread
     return OnnxPredictor(onnx_path_for(ckpt_path), threads)
 
 
-def localiser_backend(backend: str) -> str:
-    """The localiser's back-end for the classifier's: fp32 ONNX for either ONNX one (its int8
-    calibration would need rendered scenes, which ``train.quantize`` does not make), else torch."""
-    return "torch" if backend == "torch" else "onnx-fp32"
-
-
 def load_reader(ckpt_path: str | Path, localiser_path: str | Path | None, backend: str = DEFAULT_BACKEND,
                 threads: int = 1):
     """The reading pipeline (``model.reading.Reader``) of a classifier and, if given, a localiser.
@@ -266,7 +260,7 @@ def load_reader(ckpt_path: str | Path, localiser_path: str | Path | None, backen
     classifier = load_predictor(ckpt_path, backend, threads)
     locate, size = None, None
     if localiser_path is not None:
-        localiser = load_predictor(localiser_path, localiser_backend(backend), threads)
+        localiser = load_predictor(localiser_path, backend, threads)
         locate, size = localiser.forward, int(localiser.info["input_size"][0])
     info = classifier.info
     return Reader(classifier.predict, locate, info["input_size"], info["mean"], info["std"], locator_size=size)

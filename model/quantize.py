@@ -40,6 +40,15 @@ def first_and_last(onnx_path: str | Path, op_types: Sequence[str] = QUANTIZED_OP
     return sorted({names[0], names[-1]}, key=names.index)
 
 
+def float_by_weight(onnx_path: str | Path, prefixes: Sequence[str], op_types: Sequence[str] = QUANTIZED_OP_TYPES) -> list[str]:
+    """Names of the nodes of ``op_types`` whose weight (second input) is named with one of ``prefixes``
+    (the module paths of the layers to keep in float, such as ``"head."``), in graph order."""
+    import onnx
+
+    nodes = onnx.load(str(onnx_path), load_external_data=False).graph.node
+    return [n.name for n in nodes if n.op_type in op_types and len(n.input) > 1 and n.input[1].startswith(tuple(prefixes))]
+
+
 class _ArrayReader:
     """onnxruntime's CalibrationDataReader over one array, ``batch`` rows at a time."""
 

@@ -132,3 +132,38 @@ def test_quantizer_keeps_the_named_nodes_in_float(served_checkpoint, tmp_path):
     assert convs and all(n.input[1] in dequantized for n in convs)    # every other conv has int8 weights
     meta = {p.key: p.value for p in quantized.metadata_props}
     assert meta["note"] == "test" and meta[inference.SOURCE_KEY] == "tiny.pt"
+
+
+SHIPPED_LOCALISER = Path(__file__).resolve().parents[1] / "checkpoints" / "localiser.pt"
+
+
+def test_the_localiser_int8_is_calibrated_on_scenes_checked_and_chosen(tmp_path, int8_kernels):
+    """The shipped localiser's int8 file: its first stage, top-down path and head stay float, and it
+    finds the main digit of rendered validation scenes as fp32 does (the check serving relies on)."""
+    ckpt = tmp_path / "localiser.pt"
+    shutil.copyfile(SHIPPED_LOCALISER, ckpt)
+    check = make_int8(ckpt)
+    assert check["passed"] and check["agreement"] >= 0.9 and "validation split, 400 scenes" in check["data"]
+    predictor = load_predictor(ckpt)
+    assert predictor.precision == "int8" and "rendered scenes" in predictor.quantization["calibration"]
+    graph = onnx.load(str(onnx_path_for(ckpt))).graph
+    weights = {n.name: n.input[1] for n in graph.node if n.op_type == "Conv"}
+    floats = {weights[name] for name in predictor.quantization["float_nodes"]}
+    assert floats == {w for w in weights.values() if w.startswith(("stem.", "stages.0.", "lateral.", "head."))}
+    assert "head.0.weight" in floats and len(floats) < len(weights) - 10     # the later stages are int8
+
+
+def test_a_broken_localiser_quantisation_fails_its_check(tmp_path):
+    """With its head's 3x3 convolution in int8 the localiser finds few main digits: the check says so."""
+    from model.localiser import INPUT_SIZE, normalize_input
+    from train.quantize import localiser_check
+    from train.scenes import generate_scenes
+
+    ckpt = tmp_path / "localiser.pt"
+    shutil.copyfile(SHIPPED_LOCALISER, ckpt)
+    ensure_onnx(ckpt, "onnx-fp32")
+    fp32 = onnx_path_for(ckpt)
+    calibration = normalize_input(generate_scenes(256, 0, "train", INPUT_SIZE, workers=2)["x"])
+    broken = quantize_int8(fp32, tmp_path / "broken.onnx", calibration, first_and_last(fp32))
+    check = localiser_check(fp32, broken, generate_scenes(80, 0, "val", INPUT_SIZE), "80 scenes")
+    assert not check["passed"] and check["int8_accuracy"] < check["fp32_accuracy"] - 0.2

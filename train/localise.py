@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ from model.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from model.localiser import (HEAT, INPUT_SIZE, LOG_H, LOG_W, MEAN, OFFSET_X, OFFSET_Y, OUTPUTS, PAD_VALUE, STD,
                              STRIDE, Detection, Letterbox, decode, iou, main_detection, normalize_input)
 from model.networks import ArchConfig, build_network
+from model.reading import FIND_THRESHOLD
 from train.scenes import closeup, generate_scenes, letterboxed, split_visible, svhn_crop
 from train.synth import find_fonts
 
@@ -222,26 +224,41 @@ def localiser_loss(out: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tenso
 # ----------------------------------------------------------------------------- evaluation
 
 
-@torch.inference_mode()
-def evaluate(net: torch.nn.Module, data: dict[str, np.ndarray], threshold: float, batch_size: int = 128) -> dict:
-    """Main-digit box accuracy (IoU >= 0.5 with the true main digit) on scenes with digits, and the
-    fraction of digit-free scenes where something was found, at ``threshold``."""
-    net.eval()
-    boxes = boxes_of(data, "boxes")
+def main_digits(forward: Callable[[np.ndarray], np.ndarray], x: np.ndarray, threshold: float,
+                batch_size: int = 128) -> list[Detection | None]:
+    """The main digit found (None if none) in each letterboxed scene of ``x`` (uint8, input size),
+    with ``forward``: float32 inputs -> maps (a torch network in eval mode or an ONNX model)."""
     frame = Letterbox(1.0, 0, 0)
+    found = []
+    for start in range(0, len(x), batch_size):
+        for m in forward(normalize_input(x[start:start + batch_size])):
+            found.append(main_detection(decode(m, frame, (INPUT_SIZE, INPUT_SIZE), threshold), (INPUT_SIZE, INPUT_SIZE)))
+    return found
+
+
+def torch_forward(net: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
+    """``net`` in eval mode as a numpy -> numpy forward, for ``main_digits``."""
+    net.eval()
+
+    @torch.inference_mode()
+    def forward(x: np.ndarray) -> np.ndarray:
+        return net(torch.from_numpy(x)).float().numpy()
+    return forward
+
+
+def evaluate(found: list[Detection | None], data: dict[str, np.ndarray]) -> dict:
+    """Main-digit box accuracy (IoU >= 0.5 with the true main digit) on scenes with digits, and the
+    fraction of digit-free scenes where something was found, given each scene's ``found`` main digit."""
+    boxes = boxes_of(data, "boxes")
     hits, with_digits, false_alarms, empty = 0, 0, 0, 0
-    for start in range(0, len(data["x"]), batch_size):
-        maps = net(torch.from_numpy(normalize_input(data["x"][start:start + batch_size]))).float().numpy()
-        for j, m in enumerate(maps):
-            truth = boxes[start + j]
-            found = main_detection(decode(m, frame, (INPUT_SIZE, INPUT_SIZE), threshold), (INPUT_SIZE, INPUT_SIZE))
-            if len(truth) == 0:
-                empty += 1
-                false_alarms += found is not None
-                continue
-            with_digits += 1
-            main = main_detection([Detection(tuple(map(float, b)), 1.0) for b in truth], (INPUT_SIZE, INPUT_SIZE))
-            hits += found is not None and iou(found.box, main.box) >= IOU_GOOD
+    for main_found, truth in zip(found, boxes):
+        if len(truth) == 0:
+            empty += 1
+            false_alarms += main_found is not None
+            continue
+        with_digits += 1
+        main = main_detection([Detection(tuple(map(float, b)), 1.0) for b in truth], (INPUT_SIZE, INPUT_SIZE))
+        hits += main_found is not None and iou(main_found.box, main.box) >= IOU_GOOD
     return {"box_iou50": hits / max(with_digits, 1), "false_alarm": false_alarms / max(empty, 1),
             "scenes_with_digits": with_digits, "empty_scenes": empty}
 
@@ -320,7 +337,7 @@ def train(cfg: LocaliserConfig, resume: str | None = None) -> Path:
     for epoch in range(start_epoch, cfg.epochs):
         began = time.perf_counter()
         loss = train_one_epoch(net, optimizer, scheduler, train_data, boxes, ignore, cfg, epoch, fonts=fonts)
-        scores = evaluate(net, val_data, threshold=0.3)
+        scores = evaluate(main_digits(torch_forward(net), val_data["x"], FIND_THRESHOLD), val_data)
         log.info("epoch %d: loss %.4f, val main-box IoU>=0.5 %.4f, false alarms on empty scenes %.4f, %.0f s",
                  epoch + 1, loss, scores["box_iou50"], scores["false_alarm"], time.perf_counter() - began)
         data_note = f"{cfg.val_scenes:,} rendered validation scenes (seed {cfg.seed}, disjoint from train)"
