@@ -32,8 +32,8 @@ import numpy as np
 
 from model.checkpoint import CheckpointError, describe, load_checkpoint
 from model.export import export_onnx
-from model.inference import (QUANTIZATION_KEY, OnnxPredictor, default_threads, int8_path_for, onnx_is_current,
-                             onnx_path_for)
+from model.inference import (INT8_RECIPE, QUANTIZATION_KEY, OnnxPredictor, default_threads, int8_path_for,
+                             onnx_is_current, onnx_path_for)
 from model.localiser import INPUT_SIZE, iou, normalize_input
 from model.preprocess import normalize
 from model.quantize import first_and_last, float_by_weight, quantize_int8, set_metadata
@@ -49,7 +49,8 @@ CHECK_SIZE = 1000
 SEED = 0
 ACCURACY_BUDGET = 0.003        # int8 may read at most 0.3 points fewer of the check set than fp32
 MIN_AGREEMENT = 0.95           # measured: 0.99 and more when calibrated well, about 0.6 with broken ranges
-METHOD = "minmax"
+METHOD = "percentile"         # the classifier's activation ranges: min/max let a few outliers widen them
+LOCALISER_METHOD = "minmax"    # (its recipe below was chosen and checked with min/max ranges)
 SCENE_CALIBRATION_SIZE = 256   # the localiser: rendered scenes to calibrate on ...
 SCENE_CHECK_SIZE = 400         # ... and to check on (about 290 with digits)
 BOX_BUDGET = 0.01              # int8 may find the main digit in at most 1 point fewer of them (2 more false alarms)
@@ -125,6 +126,7 @@ def make_int8(ckpt_path: str | Path, calibration_size: int | None = None, check_
         source = f"rendered scenes (train/scenes.py), training split, {calibration_size} scenes, seed {SEED}"
         data = f"rendered scenes, validation split, {check_size} scenes, seed {SEED}"
         check = lambda: localiser_check(fp32_path, tmp_path, scenes, data)  # noqa: E731
+        method = LOCALISER_METHOD
     else:
         calibration_size, check_size = calibration_size or CALIBRATION_SIZE, check_size or CHECK_SIZE
         calibration, _ = rendered_inputs(calibration_size, "train", facts, workers=workers)
@@ -133,10 +135,11 @@ def make_int8(ckpt_path: str | Path, calibration_size: int | None = None, check_
         source = f"SynthDigits v{GENERATOR_VERSION} training split, {calibration_size} renders, seed {SEED}"
         data = f"SynthDigits v{GENERATOR_VERSION} validation split, {check_size} renders, seed {SEED}"
         check = lambda: accuracy_check(fp32_path, tmp_path, x, y, data)  # noqa: E731
-    recipe = {"precision": "int8", "format": "QDQ", "weights": "int8, symmetric, per channel",
-              "activations": f"uint8, per tensor, {METHOD} ranges", "op_types": ["Conv", "Gemm", "MatMul"],
+        method = METHOD
+    recipe = {"recipe": INT8_RECIPE, "precision": "int8", "format": "QDQ", "weights": "int8, symmetric, per channel",
+              "activations": f"uint8, per tensor, {method} ranges", "op_types": ["Conv", "Gemm", "MatMul"],
               "float_nodes": keep_float, "calibration": source}
-    quantize_int8(fp32_path, tmp_path, calibration, keep_float, method=METHOD,
+    quantize_int8(fp32_path, tmp_path, calibration, keep_float, method=method,
                   extra={QUANTIZATION_KEY: json.dumps(recipe)})
     recipe["check"] = check()
     set_metadata(tmp_path, {QUANTIZATION_KEY: json.dumps(recipe)})
