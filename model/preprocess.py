@@ -85,7 +85,7 @@ def reduce_on_decode(image: Image.Image) -> None:
     """Ask a large JPEG's decoder (not yet loaded) for the smallest DCT scale, of 1/2, 1/4 and 1/8
     (libjpeg's, ``Image.draft``), that keeps WORKING_SIDE pixels on the longer side."""
     width, height = image.size
-    if image.format == "JPEG" and max(width, height) >= 2 * WORKING_SIDE:
+    if image.format in ("JPEG", "MPO") and max(width, height) >= 2 * WORKING_SIDE:   # MPO: a phone's JPEG with extra frames
         fraction = WORKING_SIDE / max(width, height)
         image.draft(image.mode, (math.ceil(width * fraction), math.ceil(height * fraction)))
 

@@ -57,6 +57,12 @@ def exif_rotated_jpeg(size=(120, 90), orientation: int = 6) -> bytes:
     return jpeg(size, exif=exif.tobytes())
 
 
+def mpo(size=(120, 90)) -> bytes:
+    """A JPEG with a second frame appended (MPO), as some phone cameras save photos."""
+    first = digit_picture(size)
+    return encode(first, "MPO", save_all=True, append_images=[first.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
+
+
 def truncated_jpeg() -> bytes:
     data = jpeg((400, 300))
     return data[: len(data) // 2]

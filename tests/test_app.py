@@ -250,6 +250,7 @@ def test_every_mode_decodes_to_rgb(data):
     (pics.jpeg((3000, 2000)), (3000, 2000), (1500, 1000)),                    # 1/2 keeps 1,280 px or more
     (pics.jpeg((6000, 4000), mode="L"), (6000, 4000), (1500, 1000)),          # 1/4
     (pics.exif_rotated_jpeg((3000, 2000), orientation=6), (2000, 3000), (1000, 1500)),   # turned upright
+    (pics.mpo((3000, 2000)), (3000, 2000), (1500, 1000)),                     # a phone's JPEG with two frames
     (pics.jpeg((2400, 1800)), (2400, 1800), (2400, 1800)),                    # 1/2 would leave under 1,280
     (pics.png((3000, 2000)), (3000, 2000), (3000, 2000)),                     # only JPEG decodes reduced
 ])
