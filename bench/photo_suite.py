@@ -12,7 +12,8 @@ view of the centred square), views only (no localiser: the square around the who
 zoomed and shifted), the localiser with one view, and the localiser with all views (probabilities
 averaged, the shipped rule; and the most confident view, for comparison). A refused
 picture ("no digit") counts as wrong, and the refusals are reported too. The reference is the
-classifier on the original 32x32 crops.
+classifier on the original 32x32 crops; the same crops uploaded as they are (read by the served
+pipeline, views when unsure) are printed beside it.
 
 Box accuracy is measured on rendered scenes (``train.scenes``, test split, which the localiser never
 trained on): the fraction where the main box found has IoU >= 0.5 with the true main digit. Digit-
@@ -308,6 +309,9 @@ def main() -> None:
     began = time.perf_counter()
     print(f"original 32x32 crops, classifier alone: {original_accuracy(ways_of, images, labels):.2%} "
           f"({len(labels)} images; {who})")
+    as_uploaded = np.mean([ways_of(i)["localiser + views"].read(Image.fromarray(c)).digit == y
+                           for i, (c, y) in enumerate(zip(images, labels))])
+    print(f"original 32x32 crops, each uploaded as it is (localiser + views): {as_uploaded:.2%}")
     photo_accuracy(ways_of, images, labels, fonts)
     rate, any_digit, counted = box_accuracy(ways["localiser + views"], fonts, args.scenes)
     print(f"box IoU >= 0.5 with the main digit: {rate:.2%} of {counted} rendered test scenes with digits "
