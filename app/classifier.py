@@ -93,15 +93,12 @@ class Classifier:
         upload = decode_upload(data)
         if box is not None:
             box = check_box(box, *upload.size)
-        reading = self.reader.read(upload.picture, None if box is None else upload.to_picture(box))
-        looked = None                    # where it looked, in the uploaded picture's pixels
-        if reading.box is not None:
-            looked = [int(v) for v in (box if box is not None else upload.to_photo(reading.box))]
+        reading = self.reader.read_photo(upload, box)     # its box in the uploaded picture's pixels
         return Prediction(digit=reading.digit, confidence=round(reading.confidence, 6),
                           probabilities=[float(p) for p in reading.probabilities], model=self.name,
                           elapsed_ms=round((time.perf_counter() - start) * 1000, 2),
                           input_image=png_data_url(reading.seen),
-                          box=looked,
+                          box=None if reading.box is None else list(reading.box),
                           image_size=list(upload.size), others=reading.others, reason=reading.reason,
                           source="localiser" if reading.source == "picture" else reading.source)
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from model.localiser import Detection, decode, iou, letterbox, main_detection, normalize_input
-from model.preprocess import decode_picture, fit_to_input, normalize, to_rgb
+from model.preprocess import Photo, decode_picture, fit_to_input, normalize, to_rgb
 
 FIND_THRESHOLD = 0.3     # lowest localiser score that counts as a digit (see bench/photo_suite.py)
 TIGHT_FRACTION = 0.5     # a digit at least this tall (or wide) a part of the picture: the picture is a tight crop
@@ -181,6 +181,15 @@ class Reader:
         refined = Detection((b[0] + left, b[1] + top, b[2] + left, b[3] + top), max(main.score, closer.score))
         return refined, [refined if d is main else d for d in found]
 
+    def read_photo(self, photo: Photo, box: Box | None = None) -> Reading:
+        """Read a decoded file (``model.preprocess.decode_picture``), at ``box`` (the file's pixels)
+        if the person gave one; the reading's box is in the file's pixels too: the person's box as
+        given (whole pixels inside the picture), else the box found, mapped from the decoded picture."""
+        r = self.read(photo.picture, None if box is None else photo.to_picture(box))
+        if r.box is None:
+            return r
+        return replace(r, box=_int_box(box, photo.size) if box is not None else photo.to_photo(r.box))
+
     def read(self, picture: Image.Image, box: Box | None = None) -> Reading:
         """Read one upright RGB picture, at ``box`` (picture pixels) if the person gave one."""
         picture = to_rgb(picture)
@@ -256,10 +265,10 @@ def picture_files(paths: Sequence[str]) -> list[Path]:
     return out
 
 
-def reading_json(path: Path, r: Reading, box: Sequence[int] | None, size: Sequence[int]) -> dict:
-    """One picture's line of ``--json``: ``box`` and ``size`` in the file's pixels (after EXIF rotation)."""
+def reading_json(path: Path, r: Reading, size: Sequence[int]) -> dict:
+    """One picture's line of ``--json`` (``read_photo``'s reading): box and size in the file's pixels."""
     return {"file": str(path), "digit": r.digit, "confidence": round(r.confidence, 4),
-            "box": None if box is None else list(box),
+            "box": None if r.box is None else list(r.box),
             "image_size": list(size), "others": r.others, "reason": r.reason}
 
 
@@ -321,15 +330,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: error: not a readable picture ({type(e).__name__})", file=sys.stderr)
             status = 1
             continue
-        r = reader.read(photo.picture, None if box is None else photo.to_picture(box))
-        looked = None if r.box is None else photo.to_photo(r.box if box is None else photo.to_picture(box))
+        r = reader.read_photo(photo, box)
         if args.json:
-            print(json.dumps(reading_json(path, r, looked, photo.size)))
+            print(json.dumps(reading_json(path, r, photo.size)))
         elif r.digit is None:
             print(f"{path}: no digit ({r.reason})")
         else:
             extra = f", {r.others} other digit{'s' * (r.others != 1)} seen" if r.others else ""
-            print(f"{path}: {r.digit} (confidence {r.confidence:.2f}, box {','.join(map(str, looked))}{extra})")
+            print(f"{path}: {r.digit} (confidence {r.confidence:.2f}, box {','.join(map(str, r.box))}{extra})")
     return status
 
 
