@@ -36,7 +36,7 @@ METADATA_KEY = "checkpoint"       # ONNX metadata_props key: JSON of model.check
 SOURCE_KEY = "source_checkpoint"  # ONNX metadata_props key: file name of the source checkpoint
 SOURCE_SHA256_KEY = "source_sha256"  # ONNX metadata_props key: SHA-256 of the source checkpoint
 QUANTIZATION_KEY = "quantization"  # ONNX metadata_props key of int8 files: JSON recipe and accuracy check
-INT8_RECIPE = "2"                  # train.quantize's recipe; an int8 file made by another is stale
+INT8_RECIPE = "3"                  # train.quantize's recipe; an int8 file made by another is stale
 FIELDS_NEEDED = ("class_names", "input_size", "mean", "std")
 # CPU flags (Linux /proc/cpuinfo) of 8-bit dot-product instructions; without them ONNX Runtime's u8s8
 # kernels fall back to pairwise 16-bit sums that can saturate, and are slower.

@@ -4,9 +4,15 @@ Generic on purpose: ``quantize_int8`` takes any ONNX file with one float input, 
 for that input, and the names of the nodes to leave in float, so the same function serves the digit
 classifier and any other small network exported the same way. The recipe it applies is the one
 that kept the digit classifier's accuracy (docs/serving-int8.md): shape inference and graph clean-up
-(``quant_pre_process``), then QDQ nodes around the chosen operator types only (Conv, Gemm, MatMul by
-default: the rest of the graph stays float), per-channel symmetric int8 weights, uint8 activations
-with min/max calibration ranges. ``first_and_last`` names the usual nodes to keep in float: the
+(``quant_pre_process``), then QDQ nodes around the chosen operator types only (the rest of the graph
+stays float), per-channel symmetric int8 weights, uint8 activations with min/max calibration
+ranges. The default types are those of a pre-activation residual network: convolutions and the
+classifier, the residual additions, the ReLUs (so that a convolution's output and the ReLU after it
+share one range and fuse) and the batch normalisations that no convolution absorbed (the
+pre-activation ones after each residual addition). ONNX Runtime has no int8 batch normalisation, so
+those are first rewritten as the equivalent 1x1 depthwise convolutions (``batchnorm_as_depthwise``):
+then nothing between two int8 convolutions is float, and no DequantizeLinear/QuantizeLinear pair
+or layout transpose is left between them. ``first_and_last`` names the usual nodes to keep in float: the
 first convolution (it sees the raw picture, three channels, little compute) and the classifier.
 
 The caller owns the calibration data (``train.quantize`` renders it), the accuracy check and the
@@ -26,12 +32,13 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-QUANTIZED_OP_TYPES = ("Conv", "Gemm", "MatMul")
+QUANTIZED_OP_TYPES = ("Conv", "Gemm", "MatMul", "Add", "Relu", "BatchNormalization")
+CONVOLUTIONS = ("Conv", "Gemm", "MatMul")   # the types with weights: the first and last of these stay float
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 CALIBRATION_BATCH = 32
 
 
-def first_and_last(onnx_path: str | Path, op_types: Sequence[str] = QUANTIZED_OP_TYPES) -> list[str]:
+def first_and_last(onnx_path: str | Path, op_types: Sequence[str] = CONVOLUTIONS) -> list[str]:
     """Names of the first and the last node of ``op_types`` in graph order (the stem and the head)."""
     import onnx
 
@@ -40,13 +47,49 @@ def first_and_last(onnx_path: str | Path, op_types: Sequence[str] = QUANTIZED_OP
     return sorted({names[0], names[-1]}, key=names.index)
 
 
-def float_by_weight(onnx_path: str | Path, prefixes: Sequence[str], op_types: Sequence[str] = QUANTIZED_OP_TYPES) -> list[str]:
+def float_by_weight(onnx_path: str | Path, prefixes: Sequence[str], op_types: Sequence[str] = CONVOLUTIONS) -> list[str]:
     """Names of the nodes of ``op_types`` whose weight (second input) is named with one of ``prefixes``
     (the module paths of the layers to keep in float, such as ``"head."``), in graph order."""
     import onnx
 
     nodes = onnx.load(str(onnx_path), load_external_data=False).graph.node
     return [n.name for n in nodes if n.op_type in op_types and len(n.input) > 1 and n.input[1].startswith(tuple(prefixes))]
+
+
+def batchnorm_as_depthwise(model) -> int:
+    """Rewrite every BatchNormalization node of an ONNX model (inference form, NCHW) in place as the
+    1x1 depthwise convolution that computes the same: weight scale / sqrt(var + eps) per channel,
+    bias shift - mean x that. The node keeps its name (``nodes_to_exclude`` still reaches it) and its
+    weight is named after the normalisation's scale, ``.depthwise`` and its output. Returns how many
+    were rewritten."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    params = {t.name: t for t in graph.initializer}
+    nodes, rewritten = [], 0
+    for node in graph.node:
+        if node.op_type != "BatchNormalization":
+            nodes.append(node)
+            continue
+        x, scale, shift, mean, var = node.input[:5]
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        gamma, beta, mu, sigma2 = (numpy_helper.to_array(params[k]).astype(np.float64) for k in (scale, shift, mean, var))
+        weight = gamma / np.sqrt(sigma2 + eps)                               # (C,)
+        bias = beta - mu * weight
+        channels = len(weight)
+        w = numpy_helper.from_array(weight.reshape(channels, 1, 1, 1).astype(np.float32), f"{scale}.depthwise.{node.output[0]}")
+        b = numpy_helper.from_array(bias.astype(np.float32), f"{shift}.depthwise.{node.output[0]}")
+        graph.initializer.extend([w, b])
+        nodes.append(helper.make_node("Conv", [x, w.name, b.name], [node.output[0]], name=node.name,   # as excluded
+                                      group=channels, kernel_shape=[1, 1]))
+        rewritten += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in graph.node for i in n.input}
+    unused = [t for t in graph.initializer if t.name not in used]     # the normalisations' parameters
+    for t in unused:
+        graph.initializer.remove(t)
+    return rewritten
 
 
 class _ArrayReader:
@@ -98,7 +141,8 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, calibration: np.n
         out_path: where to write; written beside it first, then renamed into place.
         calibration: float32 (N, ...) inputs as the graph receives them (already preprocessed).
         keep_float: node names left in float (e.g. ``first_and_last(onnx_path)``).
-        op_types: operator types to quantise; every other node stays float.
+        op_types: operator types to quantise; every other node stays float. With
+            "BatchNormalization", batch normalisations become depthwise convolutions first.
         method: activation range calibration, one of ``CALIBRATION_METHODS``.
         extra: metadata_props to add, e.g. how the file was calibrated.
 
@@ -117,6 +161,12 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, calibration: np.n
     with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".quantize-") as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+        if "BatchNormalization" in op_types:
+            import onnx
+
+            graph = onnx.load(str(prepared))
+            if batchnorm_as_depthwise(graph):
+                onnx.save(graph, str(prepared))
         quantize_static(str(prepared), str(quantized), _ArrayReader(input_name, calibration, CALIBRATION_BATCH),
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types), per_channel=True,
                         reduce_range=False, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,

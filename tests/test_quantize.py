@@ -16,7 +16,7 @@ from conftest import write_tiny_checkpoint
 from model.checkpoint import describe, load_checkpoint
 from model.inference import (QUANTIZATION_KEY, OnnxPredictor, int8_path_for, load_predictor, onnx_is_current,
                              onnx_path_for)
-from model.quantize import first_and_last, quantize_int8, set_metadata
+from model.quantize import batchnorm_as_depthwise, first_and_last, quantize_int8, set_metadata
 from train.quantize import MIN_AGREEMENT, make_int8, predictions, rendered_inputs
 
 
@@ -137,6 +137,33 @@ def test_quantizer_keeps_the_named_nodes_in_float(served_checkpoint, tmp_path):
     assert convs and all(n.input[1] in dequantized for n in convs)    # every other conv has int8 weights
     meta = {p.key: p.value for p in quantized.metadata_props}
     assert meta["note"] == "test" and meta[inference.SOURCE_KEY] == "tiny.pt"
+
+
+def test_batchnorm_as_depthwise_computes_the_same(served_checkpoint, tmp_path):
+    """The rewrite that lets the pre-activation batch normalisations go int8 changes no output."""
+    fp32 = onnx_path_for(served_checkpoint)
+    model = onnx.load(str(fp32))
+    norms = sum(n.op_type == "BatchNormalization" for n in model.graph.node)
+    assert norms and batchnorm_as_depthwise(model) == norms
+    assert not any(n.op_type == "BatchNormalization" for n in model.graph.node)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(tmp_path / "depthwise.onnx"))
+    x = np.random.default_rng(0).normal(size=(4, 3, 32, 32)).astype(np.float32)
+    before, after = OnnxPredictor(fp32).forward(x), OnnxPredictor(tmp_path / "depthwise.onnx").forward(x)
+    assert np.allclose(before, after, atol=1e-4)
+
+
+def test_nothing_between_two_int8_convolutions_stays_float(served_checkpoint, tmp_path):
+    """Residual additions, ReLUs and batch normalisations are int8 too: every Add reads dequantised
+    inputs and no BatchNormalization is left (float ones cost a quantise/dequantise pair and a
+    layout transpose each, a third of the forward)."""
+    fp32 = onnx_path_for(served_checkpoint)
+    out = quantize_int8(fp32, tmp_path / "q.onnx", np.zeros((4, 3, 32, 32), np.float32), first_and_last(fp32))
+    nodes = onnx.load(str(out)).graph.node
+    dequantized = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
+    adds = [n for n in nodes if n.op_type == "Add"]
+    assert adds and all(i in dequantized for n in adds for i in n.input)
+    assert not any(n.op_type == "BatchNormalization" for n in nodes)
 
 
 SHIPPED_LOCALISER = Path(__file__).resolve().parents[1] / "checkpoints" / "localiser.pt"

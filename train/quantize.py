@@ -3,7 +3,8 @@
 ``make_int8`` exports the fp32 graph if it is missing or stale (``model.export``), renders
 ``CALIBRATION_SIZE`` SynthDigits training-split pictures (fixed seed) through the serving
 preprocessing, quantises with ``model.quantize.quantize_int8`` (first convolution and classifier
-kept in float), then measures the fp32 and int8 graphs on ``CHECK_SIZE`` validation-split renders.
+kept in float; everything between them int8, the residual additions and pre-activation batch
+normalisations included), then measures the fp32 and int8 graphs on ``CHECK_SIZE`` validation-split renders.
 The int8 file (``model.inference.int8_path_for``: ``X.int8.onnx`` beside ``X.pt``) records in its
 metadata how it was calibrated and that check; serving uses it only if the check passed (int8 at
 most ``ACCURACY_BUDGET`` below fp32, and the same answer as fp32 for at least ``MIN_AGREEMENT`` of
@@ -36,7 +37,7 @@ from model.inference import (INT8_RECIPE, QUANTIZATION_KEY, OnnxPredictor, defau
                              onnx_is_current, onnx_path_for)
 from model.localiser import INPUT_SIZE, iou, normalize_input
 from model.preprocess import normalize
-from model.quantize import first_and_last, float_by_weight, quantize_int8, set_metadata
+from model.quantize import CONVOLUTIONS, QUANTIZED_OP_TYPES, first_and_last, float_by_weight, quantize_int8, set_metadata
 from model.reading import FIND_THRESHOLD
 from train.localise import IOU_GOOD, evaluate, main_digits
 from train.scenes import generate_scenes
@@ -126,7 +127,7 @@ def make_int8(ckpt_path: str | Path, calibration_size: int | None = None, check_
         source = f"rendered scenes (train/scenes.py), training split, {calibration_size} scenes, seed {SEED}"
         data = f"rendered scenes, validation split, {check_size} scenes, seed {SEED}"
         check = lambda: localiser_check(fp32_path, tmp_path, scenes, data)  # noqa: E731
-        method = LOCALISER_METHOD
+        method, op_types = LOCALISER_METHOD, CONVOLUTIONS
     else:
         calibration_size, check_size = calibration_size or CALIBRATION_SIZE, check_size or CHECK_SIZE
         calibration, _ = rendered_inputs(calibration_size, "train", facts, workers=workers)
@@ -135,11 +136,11 @@ def make_int8(ckpt_path: str | Path, calibration_size: int | None = None, check_
         source = f"SynthDigits v{GENERATOR_VERSION} training split, {calibration_size} renders, seed {SEED}"
         data = f"SynthDigits v{GENERATOR_VERSION} validation split, {check_size} renders, seed {SEED}"
         check = lambda: accuracy_check(fp32_path, tmp_path, x, y, data)  # noqa: E731
-        method = METHOD
+        method, op_types = METHOD, QUANTIZED_OP_TYPES
     recipe = {"recipe": INT8_RECIPE, "precision": "int8", "format": "QDQ", "weights": "int8, symmetric, per channel",
-              "activations": f"uint8, per tensor, {method} ranges", "op_types": ["Conv", "Gemm", "MatMul"],
+              "activations": f"uint8, per tensor, {method} ranges", "op_types": list(op_types),
               "float_nodes": keep_float, "calibration": source}
-    quantize_int8(fp32_path, tmp_path, calibration, keep_float, method=method,
+    quantize_int8(fp32_path, tmp_path, calibration, keep_float, op_types=op_types, method=method,
                   extra={QUANTIZATION_KEY: json.dumps(recipe)})
     recipe["check"] = check()
     set_metadata(tmp_path, {QUANTIZATION_KEY: json.dumps(recipe)})
