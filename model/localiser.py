@@ -28,7 +28,8 @@ PAD_VALUE = (124, 124, 124)   # letterbox border, about the mean of the training
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
 DEPTHS = (1, 2)           # convolutions after each stage's stride-2 convolution
-REDUCING_GAP = 2.0        # letterbox: Pillow reduces by whole factors, then resamples the last >= 2x
+REDUCING_GAP = 1.0        # letterbox: Pillow box-reduces by the whole factor, then resamples the rest (< 2x);
+                          # 2.0 (resample the last >= 2x) cost 0.35 ms more a photo and read no better (docs/reading.md)
 
 
 def blocks_per_stage(depth: int) -> int:
