@@ -140,3 +140,14 @@ def test_a_tiny_run_writes_best_and_last_and_resumes_after_an_interrupt(tmp_path
     assert ckpt["arch"]["arch"] == "locnet" and ckpt["class_names"] == list(OUTPUTS)
     assert "val_box_iou50" in ckpt["metrics"] and "training_state" not in ckpt
     assert localise.main(["--resume", str(last), "--epochs", "5"]) == 2, "a one-cycle schedule cannot grow"
+
+
+def test_scene_caches_are_named_by_renderer_version(tmp_path, monkeypatch):
+    """A changed renderer (a new RENDERER_VERSION) renders its own scenes instead of reading old ones."""
+    cfg = localise.LocaliserConfig(data_dir=str(tmp_path), workers=1)
+    first = localise.load_scenes(cfg, "val", 4, 0)
+    assert [p.name for p in (tmp_path / "scenes").glob("*.npz")] == [f"val-4-seed0-128-r{localise.RENDERER_VERSION}.npz"]
+    assert np.array_equal(localise.load_scenes(cfg, "val", 4, 0)["x"], first["x"])     # read back, not re-rendered
+    monkeypatch.setattr(localise, "RENDERER_VERSION", localise.RENDERER_VERSION + 1)
+    localise.load_scenes(cfg, "val", 4, 0)
+    assert len(list((tmp_path / "scenes").glob("*.npz"))) == 2

@@ -41,7 +41,7 @@ from model.localiser import (HEAT, INPUT_SIZE, LOG_H, LOG_W, MEAN, OFFSET_X, OFF
                              STRIDE, Detection, Letterbox, decode, iou, main_detection, normalize_input)
 from model.networks import ArchConfig, build_network
 from model.reading import FIND_THRESHOLD
-from train.scenes import closeup, generate_scenes, letterboxed, split_visible, svhn_crop
+from train.scenes import RENDERER_VERSION, closeup, generate_scenes, letterboxed, split_visible, svhn_crop
 from train.synth import find_fonts
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,9 @@ class LocaliserConfig:
 
 
 def load_scenes(cfg: LocaliserConfig, split: str, n: int, seed: int) -> dict[str, np.ndarray]:
-    """Rendered, letterboxed scenes of a split, cached as an .npz under ``data_dir``."""
-    path = Path(cfg.data_dir) / "scenes" / f"{split}-{n}-seed{seed}-{INPUT_SIZE}.npz"
+    """Rendered, letterboxed scenes of a split, cached as an .npz under ``data_dir``, named by the
+    renderer's version too (a changed renderer never reads an older one's scenes)."""
+    path = Path(cfg.data_dir) / "scenes" / f"{split}-{n}-seed{seed}-{INPUT_SIZE}-r{RENDERER_VERSION}.npz"
     if path.is_file():
         with np.load(path) as f:
             return {k: f[k] for k in f.files}

@@ -38,6 +38,7 @@ from train.synth import (DIGITS, RENDER_SCALE, _crop_coeffs, _draw_text, _layout
 KINDS = ("plate", "tight", "empty", "two")
 KIND_CDF = np.cumsum([0.5, 0.2, 0.15, 0.15])
 SCENE_SPLIT_IDS = {"train": 10, "val": 11, "test": 12}
+RENDERER_VERSION = 1      # in the cached scenes' file names: raise it whenever render_scene draws differently
 # Letters and symbols that do not look like a digit (no O, I, l, S, B, Z, G, g, q, b).
 DISTRACTORS = "ACEFHKLMNPRUVWXYacefhkmnrtuvwxy#&+%@?!*"
 MIN_VISIBLE = 0.7        # fraction of a digit's box inside the frame for it to count as a digit
@@ -437,4 +438,4 @@ def generate_scenes(n: int, seed: int, split: str = "train", size: int = INPUT_S
     return out
 
 
-__all__ = ["Scene", "render_scene", "closeup", "svhn_crop", "letterboxed", "split_visible", "generate_scenes", "KINDS", "DIGITS"]
+__all__ = ["RENDERER_VERSION", "Scene", "render_scene", "closeup", "svhn_crop", "letterboxed", "split_visible", "generate_scenes", "KINDS", "DIGITS"]
