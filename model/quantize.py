@@ -80,7 +80,7 @@ def batchnorm_as_depthwise(model) -> int:
         w = numpy_helper.from_array(weight.reshape(channels, 1, 1, 1).astype(np.float32), f"{scale}.depthwise.{node.output[0]}")
         b = numpy_helper.from_array(bias.astype(np.float32), f"{shift}.depthwise.{node.output[0]}")
         graph.initializer.extend([w, b])
-        nodes.append(helper.make_node("Conv", [x, w.name, b.name], [node.output[0]], name=node.name,   # as excluded
+        nodes.append(helper.make_node("Conv", [x, w.name, b.name], [node.output[0]], name=node.name,   # nodes_to_exclude still finds it
                                       group=channels, kernel_shape=[1, 1]))
         rewritten += 1
     del graph.node[:]
