@@ -15,6 +15,7 @@ from app.batcher import BatcherClosed
 from app.boxes import BOX_FIELD, MAX_BOX_TEXT, MIN_BOX_SIDE, Box, parse_box
 from app.classifier import LOW_CONFIDENCE, Classifier, Prediction
 from app.imaging import ACCEPTED_DESCRIPTION, MAX_UPLOAD_BYTES, UploadError
+from model.inference import precision_of
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,11 @@ def api_model() -> Response:
     facts = {k: info[k] for k in MODEL_FACTS if k in info}
     localiser = None
     if c.localiser is not None:
-        localiser = {"model": c.localiser.name, **{k: c.localiser.info[k] for k in MODEL_FACTS if k in c.localiser.info}}
-    return jsonify(model=c.name, backend=current_app.config["BACKEND"], **facts, localiser=localiser)
+        localiser = {"model": c.localiser.name, "precision": precision_of(c.localiser),
+                     **{k: c.localiser.info[k] for k in MODEL_FACTS if k in c.localiser.info}}
+    return jsonify(model=c.name, backend=current_app.config["BACKEND"], precision=precision_of(c.predictor), **facts,
+                   localiser=localiser)
+
 
 
 @health.get("/healthz")

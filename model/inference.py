@@ -270,11 +270,16 @@ def load_reader(ckpt_path: str | Path, localiser_path: str | Path | None, backen
     return Reader(classifier.predict, locate, info["input_size"], info["mean"], info["std"], locator_size=size)
 
 
+def precision_of(predictor: Predictor) -> str:
+    """What a predictor computes in: "int8" (an int8 ONNX file that passed its check) or "fp32"."""
+    return getattr(predictor, "precision", "fp32")
+
+
 def summary(predictor: Predictor) -> dict[str, Any]:
-    """A short description for logs: name, architecture, parameters."""
+    """A short description for logs: name, architecture, parameters, precision."""
     info = predictor.info
     return {"model": predictor.name, "architecture": info.get("architecture"), "parameters": info.get("parameters"),
-            "precision": getattr(predictor, "precision", "fp32")}
+            "precision": precision_of(predictor)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,6 +41,7 @@ def test_app_serves_int8_by_default(served_checkpoint, int8_kernels):
     app = create_app({"CHECKPOINT": served_checkpoint})
     try:
         assert app.extensions["classifier"].predictor.precision == "int8"
+        assert app.test_client().get("/api/model").get_json()["precision"] == "int8"   # and it says so
     finally:
         app.extensions["classifier"].close()
 
