@@ -116,7 +116,6 @@ def api_model() -> Response:
                    localiser=localiser)
 
 
-
 @health.get("/healthz")
 def healthz() -> Response:
     return jsonify(status="ok", model=classifier().name)
