@@ -76,9 +76,14 @@ class Photo:
     def to_photo(self, box: Sequence[float]) -> tuple[int, int, int, int]:
         """A box in the decoded picture's pixels -> whole file pixels covering it, inside the picture."""
         sx, sy = self.scale
-        w, h = self.size
-        return (min(max(math.floor(box[0] * sx), 0), w), min(max(math.floor(box[1] * sy), 0), h),
-                min(max(math.ceil(box[2] * sx), 0), w), min(max(math.ceil(box[3] * sy), 0), h))
+        return whole_pixels((box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy), self.size)
+
+
+def whole_pixels(box: Sequence[float], size: Sequence[int]) -> tuple[int, int, int, int]:
+    """The whole pixels covering ``box`` (left, top, right, bottom), inside a picture of ``size``."""
+    w, h = size
+    return (min(max(math.floor(box[0]), 0), w), min(max(math.floor(box[1]), 0), h),
+            min(max(math.ceil(box[2]), 0), w), min(max(math.ceil(box[3]), 0), h))
 
 
 def reduce_on_decode(image: Image.Image) -> None:

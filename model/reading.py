@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from model.localiser import Detection, decode, iou, letterbox, main_detection, normalize_input
-from model.preprocess import Photo, decode_picture, fit_to_input, normalize, to_rgb
+from model.preprocess import Photo, decode_picture, fit_to_input, normalize, to_rgb, whole_pixels
 
 FIND_THRESHOLD = 0.3     # lowest localiser score that counts as a digit (see bench/photo_suite.py)
 TIGHT_FRACTION = 0.5     # a digit at least this tall (or wide) a part of the picture: the picture is a tight crop
@@ -120,13 +120,6 @@ def is_tight(box: Box, size: Sequence[int]) -> bool:
     return (box[3] - box[1]) >= TIGHT_FRACTION * size[1] or (box[2] - box[0]) >= TIGHT_FRACTION * size[0]
 
 
-def _int_box(box: Box, size: Sequence[int]) -> tuple[int, int, int, int]:
-    w, h = size
-    x0, y0, x1, y1 = box
-    return (int(np.clip(np.floor(x0), 0, w)), int(np.clip(np.floor(y0), 0, h)),
-            int(np.clip(np.ceil(x1), 0, w)), int(np.clip(np.ceil(y1), 0, h)))
-
-
 class Reader:
     """The reading pipeline around two networks.
 
@@ -188,7 +181,7 @@ class Reader:
         r = self.read(photo.picture, None if box is None else photo.to_picture(box))
         if r.box is None:
             return r
-        return replace(r, box=_int_box(box, photo.size) if box is not None else photo.to_photo(r.box))
+        return replace(r, box=whole_pixels(box, photo.size) if box is not None else photo.to_photo(r.box))
 
     def read(self, picture: Image.Image, box: Box | None = None) -> Reading:
         """Read one upright RGB picture, at ``box`` (picture pixels) if the person gave one."""
@@ -244,7 +237,7 @@ class Reader:
     def _reading(probs: np.ndarray, views: list[Image.Image], box: Box, size: Sequence[int], others: int,
                  source: str) -> Reading:
         digit = int(probs.argmax())
-        return Reading(digit, float(probs[digit]), probs, _int_box(box, size), others, None, views[0], source,
+        return Reading(digit, float(probs[digit]), probs, whole_pixels(box, size), others, None, views[0], source,
                        len(views))
 
 
