@@ -15,6 +15,9 @@ A checkpoint is a dict of plain Python types and tensors, loadable with
     versions        {"torch": ..., "torchvision": ...}
     created         ISO 8601 UTC time
     epoch           epochs completed
+    seen_npz        optional: names of the .npz files whose labelled images these weights trained on,
+                    in this run or any run they started from (``--init``) or were averaged with;
+                    older checkpoints say it in ``train_config["train_npz"]`` (``seen_npz`` reads both)
     training_state  optional: optimizer, scheduler, scaler, RNG states, position within the epoch
 
 Files are written to a temporary file in the same folder and renamed into place, so a crash or
@@ -45,7 +48,7 @@ class CheckpointError(Exception):
 def make_checkpoint(arch: ArchConfig, state_dict: dict, *, dataset: str, class_names: list[str],
                     input_size: tuple[int, int], mean: tuple[float, ...], std: tuple[float, ...],
                     metrics: dict | None = None, train_config: dict | None = None, epoch: int = 0,
-                    training_state: dict | None = None) -> dict:
+                    training_state: dict | None = None, seen_npz: list[str] | tuple[str, ...] = ()) -> dict:
     """Assemble a checkpoint dict (see the module docstring for the fields)."""
     ckpt = {
         "format_version": FORMAT_VERSION,
@@ -61,6 +64,7 @@ def make_checkpoint(arch: ArchConfig, state_dict: dict, *, dataset: str, class_n
         "versions": {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__)},
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "epoch": int(epoch),
+        "seen_npz": sorted(set(seen_npz)),
     }
     if training_state is not None:
         ckpt["training_state"] = training_state
@@ -128,6 +132,14 @@ def load_network(path: str | Path) -> tuple[torch.nn.Module, dict]:
     return network_from_checkpoint(ckpt, path), ckpt
 
 
+def seen_npz(ckpt: dict) -> list[str]:
+    """The names of the .npz files whose images a checkpoint's weights trained on (see the module
+    docstring); an accuracy on those images is only honest through their cross-validation."""
+    names = set(ckpt.get("seen_npz", ()))
+    names.update(Path(p).name for p in ckpt.get("train_config", {}).get("train_npz") or ())
+    return sorted(names)
+
+
 def describe(ckpt: dict) -> dict[str, Any]:
     """The public facts of a checkpoint (no weights), for people and for the API."""
     arch = ArchConfig.from_dict(ckpt["arch"])
@@ -139,5 +151,5 @@ def describe(ckpt: dict) -> dict[str, Any]:
         "input_size": ckpt["input_size"], "mean": ckpt["mean"], "std": ckpt["std"],
         "metrics": ckpt.get("metrics", {}), "epoch": ckpt.get("epoch"),
         "train_config": ckpt.get("train_config", {}), "created": ckpt.get("created"),
-        "versions": ckpt.get("versions", {}),
+        "versions": ckpt.get("versions", {}), "seen_npz": seen_npz(ckpt),
     }

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.checkpoint import load_checkpoint
+from model.checkpoint import load_checkpoint, save_checkpoint
 from official_formats import CIFAR10_TEST_NAMES, run_cli, write_cifar10, write_cifar100, write_npz, write_svhn
-from train import cli, crossval, datasets, engine, loop
+from train import cli, crossval, datasets, engine, loop, wiseft
 from train.config import TrainConfig
 from train.engine import EpochSampler, MixedEpochSampler
 from train.logs import read_metrics
@@ -394,6 +394,36 @@ def test_train_npz_images_join_the_batches_and_the_description(tmp_path):
     x, _ = next(iter(run.train_loader))
     assert x.shape == (16, 3, 32, 32) and run.sampler.per_batch == 8
     assert "15 labelled images of real.npz (fold 1 of 4" in run.dataset_description
+
+
+def test_what_weights_trained_on_follows_them_and_no_accuracy_is_printed_on_it(tmp_path, capsys):
+    """seen_npz: a fine-tune's real images stay with its weights through --init, WiSE-FT and soups,
+    so no command prints an accuracy on images they trained on, and no cross-validation starts there."""
+    from model.checkpoint import seen_npz
+    write_svhn(tmp_path / "data", n_train=40, n_test=8)
+    npz = write_npz(tmp_path / "real.npz", 20)
+    tuned = save_checkpoint(loop.Run(_svhn_config(tmp_path / "data", train_npz=(str(npz),)), tmp_path / "a")
+                            .checkpoint(with_state=False), tmp_path / "tuned.pt")
+    plain = save_checkpoint(loop.Run(_svhn_config(tmp_path / "data"), tmp_path / "b").checkpoint(with_state=False),
+                            tmp_path / "plain.pt")
+    assert seen_npz(load_checkpoint(tuned)) == ["real.npz"] and seen_npz(load_checkpoint(plain)) == []
+    child = loop.Run(_svhn_config(tmp_path / "data", init=str(tuned)), tmp_path / "c")   # no --train-npz of its own
+    assert child.checkpoint(with_state=False)["seen_npz"] == ["real.npz"]
+    with pytest.raises(ValueError, match="Invalid --eval-npz .*real.npz.*--cross-validate"):
+        loop.Run(_svhn_config(tmp_path / "data", init=str(tuned), eval_npz=str(npz)), tmp_path / "d")
+    assert crossval.trained_on(wiseft.wise_ft(plain, tuned, 0.5, tmp_path / "w.pt"), npz)
+    assert crossval.trained_on(wiseft.average_weights([plain, tuned], tmp_path / "s.pt"), npz)
+    assert not crossval.trained_on(wiseft.average_weights([plain, plain], tmp_path / "p.pt"), npz)
+    old = load_checkpoint(tuned)
+    del old["seen_npz"]                                             # a checkpoint from before the field
+    assert seen_npz(old) == ["real.npz"]
+    code, _, err = run_cli(["--evaluate", tuned, "--eval-npz", npz, "--device", "cpu"], capsys)
+    assert code == 2 and "trained on real.npz" in err and "cross-validation" in err
+    code, _, err = run_cli(["--evaluate", plain, "--eval-npz", npz, "--device", "cpu"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["-d", "svhn", "--data-dir", tmp_path / "data", "--out", tmp_path / "cv", "--epochs", "1",
+                            "--val-size", "8", "--dropout", "0.3", "--init", tuned, "--cross-validate", npz, *TINY], capsys)
+    assert code == 2 and "Invalid --init" in err and "trained on real.npz" in err and not (tmp_path / "cv").exists()
 
 
 def test_bad_train_npz_exits_2_naming_the_file(svhn_run, tmp_path, capsys):

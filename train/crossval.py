@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.checkpoint import load_checkpoint, network_from_checkpoint, save_checkpoint
+from model.checkpoint import load_checkpoint, network_from_checkpoint, save_checkpoint, seen_npz
 from train.config import TrainConfig
 from train.datasets import ArrayDataset, get_dataset, load_npz, stratified_folds
 from train.engine import ImageTransform, Transformed, make_loader, setup_runtime, to_device
@@ -77,10 +77,10 @@ def fold_models(out_dir: str | Path, labels: np.ndarray) -> tuple[list[Path], np
 
 
 def trained_on(checkpoint: str | Path, npz: str | Path) -> bool:
-    """Whether the checkpoint's last training run had a file of ``npz``'s name in its batches (then
-    it must be scored on those images through its cross-validation, ``fold_models``)."""
-    config = load_checkpoint(checkpoint).get("train_config", {})
-    return any(Path(p).name == Path(npz).name for p in config.get("train_npz") or [])
+    """Whether the checkpoint's weights trained on a file of ``npz``'s name, in their own run or one
+    they started from or were averaged with (``model.checkpoint.seen_npz``): then they must be scored
+    on those images through their cross-validation (``fold_models``)."""
+    return Path(npz).name in seen_npz(load_checkpoint(checkpoint))
 
 
 def train_runs(cfg: TrainConfig, out_dir: Path, name: str, **changes) -> tuple[Path, Path]:
@@ -129,6 +129,10 @@ def cross_validate(cfg: TrainConfig, npz: str, out_dir: Path) -> dict:
         over all images, each scored by the run that never saw it), "mean_with", "mean_without"
         (mean of the fold accuracies), "protocol"}; also written to ``out_dir/crossval.json``.
     """
+    if cfg.init and trained_on(cfg.init, npz):
+        raise ValueError(f"Invalid --init {cfg.init} for --cross-validate {npz}: it trained on {Path(npz).name} "
+                         f"already, so every fold would be scored on images its start saw; start from a model "
+                         f"that never saw them (the README says how to get the SynthDigits-only one).")
     data = load_npz(npz, get_dataset(cfg.dataset).num_classes)
     fold_of = stratified_folds(data.labels, cfg.folds, cfg.fold_seed)
     hits_with, hits_without = np.zeros(len(data), int), np.zeros(len(data), int)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from model.checkpoint import load_checkpoint, network_from_checkpoint, save_checkpoint
+from model.checkpoint import load_checkpoint, network_from_checkpoint, save_checkpoint, seen_npz
 from train.datasets import DataRequest, get_dataset, load_npz
 from train.engine import ImageTransform, Transformed, confusion_matrix, make_loader, setup_runtime
 
@@ -30,8 +30,15 @@ def evaluate_checkpoint(path: str, dataset: str | None = None, npz: str | None =
 
     Returns:
         {"accuracy", "per_class", "confusion", "data", "class_names"}.
+
+    Raises:
+        ValueError: if ``npz`` holds images the checkpoint trained on (its accuracy there would not be
+            honest; its cross-validation scores them).
     """
     ckpt = load_checkpoint(path)
+    if npz and Path(npz).name in seen_npz(ckpt):
+        raise ValueError(f"{path} trained on {Path(npz).name}: an accuracy on images it trained on is not honest; "
+                         f"score it through its cross-validation (--cross-validate, and --crossval DIR in the benches).")
     rt = setup_runtime(device, amp=False)
     net = network_from_checkpoint(ckpt, path).to(rt.device)
     data, description = evaluation_data(ckpt, dataset, npz, data_dir)

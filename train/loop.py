@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from model.checkpoint import load_checkpoint, make_checkpoint, network_from_checkpoint, save_checkpoint
+from model.checkpoint import load_checkpoint, make_checkpoint, network_from_checkpoint, save_checkpoint, seen_npz
 from model.networks import ArchConfig, build_network, count_parameters
 from train.config import TrainConfig
 from train.datasets import DataRequest, DatasetSpec, get_dataset, load_npz, load_train_npz
@@ -92,10 +92,15 @@ class Run:
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(cfg.milestones), cfg.gamma)
         self.scaler = torch.amp.GradScaler(self.rt.device.type, enabled=self.rt.amp_dtype == torch.float16)
         self.progress = Progress()
+        self.seen_npz = {Path(p).name for p in cfg.train_npz}   # what the weights trained on, with their start's
         if resume is not None:
             self._restore(resume)
         elif cfg.init:
             self._initialise(cfg.init)
+        if cfg.eval_npz and Path(cfg.eval_npz).name in self.seen_npz:
+            raise ValueError(f"Invalid --eval-npz {cfg.eval_npz}: these weights train on its images (--train-npz, or "
+                             f"the run they start from did), so its accuracy would not be honest; score them on "
+                             f"those images through --cross-validate only.")
         model: nn.Module = torch.compile(self.net) if cfg.compile else self.net
         if self.rt.distributed:
             model = DistributedDataParallel(model, device_ids=[self.rt.device.index] if self.rt.device.type == "cuda" else None)
@@ -145,6 +150,7 @@ class Run:
                              f"--depth, --width and --dropout.")
         self.net.load_state_dict(ckpt["state_dict"])
         self.dataset_description = f"{ckpt['dataset']}; then fine-tuned on {self.dataset_description}"
+        self.seen_npz.update(seen_npz(ckpt))
 
     def _restore(self, ckpt: dict) -> None:
         state = ckpt["training_state"]
@@ -154,6 +160,7 @@ class Run:
         self.scaler.load_state_dict(state["scaler"])
         self.progress = Progress(ckpt["epoch"], state["batches_done"], state["best_accuracy"], ckpt["metrics"])
         self.dataset_description = ckpt["dataset"]  # names the --init start of a fine-tuning run too
+        self.seen_npz.update(seen_npz(ckpt))
         self.rng_state = state["rng"]
 
     def checkpoint(self, with_state: bool) -> dict:
@@ -166,7 +173,8 @@ class Run:
         return make_checkpoint(self.arch, self.net.state_dict(), dataset=self.dataset_description,
                                class_names=self.class_names, input_size=self.spec.input_size,
                                mean=self.spec.mean, std=self.spec.std, metrics=self.progress.metrics,
-                               train_config=self.cfg.to_dict(), epoch=self.progress.epoch, training_state=state)
+                               train_config=self.cfg.to_dict(), epoch=self.progress.epoch, training_state=state,
+                               seen_npz=sorted(self.seen_npz))
 
     def seed_epoch(self, epoch: int) -> None:
         """Fix the RNG (dropout, augmentation, mixup) per epoch, or restore it mid-epoch on resume."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from model.checkpoint import load_checkpoint, save_checkpoint
+from model.checkpoint import load_checkpoint, save_checkpoint, seen_npz
 
 
 def _mixed(paths: Sequence[str | Path], weights: Sequence[float], hint: str) -> dict:
@@ -24,10 +24,12 @@ def _mixed(paths: Sequence[str | Path], weights: Sequence[float], hint: str) -> 
     Raises:
         ValueError: if the checkpoints' tensors differ in name or shape (``hint`` says what to give).
     """
-    ckpt = load_checkpoint(paths[0])
+    ckpts = [load_checkpoint(p) for p in paths]
+    ckpt = ckpts[0]
     ckpt.pop("training_state", None)
     ckpt["metrics"] = {}
-    states = [ckpt["state_dict"]] + [load_checkpoint(p)["state_dict"] for p in paths[1:]]
+    ckpt["seen_npz"] = sorted({name for c in ckpts for name in seen_npz(c)})   # what any of them trained on
+    states = [c["state_dict"] for c in ckpts]
     mixed = {}
     for name, tensor in ckpt["state_dict"].items():
         for path, state in zip(paths[1:], states[1:]):
