@@ -12,10 +12,13 @@ micro-batchers are not in it: ``bench/serve.py`` measures those with everything 
 
 ``--width 4032`` times the same photo as a 12-megapixel phone camera's JPEG, which is decoded at a
 reduced scale (``model.preprocess.WORKING_SIDE``); the full-scale decode is timed beside it.
+Last, the whole request for the same photo with a small 7 (font 60 instead of 300 px at 640, about
+40 px tall), which takes the localiser's finer look and second look, with and without the finer look.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from pathlib import Path
@@ -101,6 +104,13 @@ def main() -> None:
     if picture.size[0] != args.width:
         before = cpu_ms(lambda: png_data_url(reader.read(full_scale(data)).seen), args.repeats)
         print(f"  {'whole, decoded at full scale (not served)':44} {before:6.3f}")
+    small = sample_jpeg(args.width, font_px=60)
+    no_finer = copy.copy(reader)
+    no_finer.finer_size = None
+    for name, r in (("whole, a small 7 (finer and second look)", reader), ("  the same without the finer look", no_finer)):
+        reading = r.read(decode_upload(small).picture)
+        ms = cpu_ms(lambda: png_data_url(r.read(decode_upload(small).picture).seen), args.repeats)
+        print(f"  {name:44} {ms:6.3f}   (read {reading.digit}, box {reading.box}, {reading.views} view(s))")
 
 
 if __name__ == "__main__":

@@ -240,16 +240,17 @@ def bare_forward_ms(ckpt: Path, threads: int, backend: str, repeats: int = 200) 
     return out
 
 
-def sample_jpeg(width: int = 640) -> bytes:
+def sample_jpeg(width: int = 640, font_px: int = 300) -> bytes:
     """A 640x480 photo-like JPEG of a digit (about 20 KB), the kind a phone user uploads after
-    resizing; ``width`` scales the same photo (4032: a 12-megapixel phone camera's)."""
+    resizing; ``width`` scales the same photo (4032: a 12-megapixel phone camera's), ``font_px``
+    is the digit's font size at 640 px (300: a 7 about 210 px tall)."""
     from PIL import Image, ImageDraw, ImageFilter
 
     k = width / 640
     rng = np.random.default_rng(0)
     background = rng.normal(200, 12, (round(480 * k), width, 3)).clip(0, 255).astype(np.uint8)
     image = Image.fromarray(background)
-    ImageDraw.Draw(image).text((220 * k, 90 * k), "7", fill=(30, 30, 40), font_size=300 * k)
+    ImageDraw.Draw(image).text((220 * k, 90 * k), "7", fill=(30, 30, 40), font_size=font_px * k)
     buffer = io.BytesIO()
     image.filter(ImageFilter.GaussianBlur(k)).save(buffer, "JPEG", quality=85)
     return buffer.getvalue()

@@ -2,8 +2,10 @@
 
 The exported graph takes ``input`` float32 (B, 3, H, W), already preprocessed by
 ``model.preprocess.preprocess``, with a dynamic batch axis, and returns ``logits`` (B, classes).
-The checkpoint's public facts (``model.checkpoint.describe``) travel inside the file as JSON in the
-model's ``metadata_props`` under ``METADATA_KEY``, so a serving worker reads class names, input
+A localiser's graph (LocNet, fully convolutional) also takes any height and width that are
+multiples of ``LOCALISER_STEP`` (its coarsest stride), and returns its maps (B, 5, H/4, W/4).
+The checkpoint's public facts (``model.checkpoint.describe``), with the exporter's version
+(``"onnx_export"``), travel inside the file as JSON in the model's ``metadata_props`` under ``METADATA_KEY``, so a serving worker reads class names, input
 size, mean/std and metrics with ONNX Runtime alone. The file is written beside its destination
 and renamed into place, like checkpoints.
 
@@ -22,7 +24,7 @@ from pathlib import Path
 import torch
 
 from model.checkpoint import CheckpointError, describe, load_network
-from model.inference import METADATA_KEY, SOURCE_KEY, SOURCE_SHA256_KEY, file_sha256, onnx_path_for
+from model.inference import METADATA_KEY, ONNX_EXPORT, SOURCE_KEY, SOURCE_SHA256_KEY, file_sha256, onnx_path_for
 from model.quantize import set_metadata
 
 log = logging.getLogger(__name__)
@@ -30,13 +32,21 @@ log = logging.getLogger(__name__)
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 OPSET = 18
+LOCALISER_STEP = 32   # LocNet's coarsest stride: its input's height and width are multiples of it
+LOCALISER_MAX = 2048  # the largest side a localiser's graph accepts
 
 
-def _export_graph(net: torch.nn.Module, size: list[int], path: Path) -> None:
-    """Write the ONNX graph of ``net`` to ``path``, weights inside the one file."""
+def _export_graph(net: torch.nn.Module, size: list[int], path: Path, any_size: bool = False) -> None:
+    """Write the ONNX graph of ``net`` to ``path``, weights inside the one file; with ``any_size``
+    its height and width are dynamic too (multiples of ``LOCALISER_STEP``)."""
     example = torch.zeros(2, 3, int(size[0]), int(size[1]))  # (B, C, H, W); B > 1 keeps the axis symbolic
+    axes = {0: torch.export.Dim("batch")}
+    if any_size:
+        steps = LOCALISER_MAX // LOCALISER_STEP
+        axes[2] = LOCALISER_STEP * torch.export.Dim("height_steps", min=1, max=steps)
+        axes[3] = LOCALISER_STEP * torch.export.Dim("width_steps", min=1, max=steps)
     program = torch.onnx.export(net, (example,), None, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
+                                dynamic_shapes=(axes,), dynamo=True,
                                 opset_version=OPSET, verbose=False, optimize=True)
     program.save(str(path), external_data=False)
 
@@ -63,11 +73,11 @@ def export_onnx(ckpt_path: str | Path, onnx_path: str | Path | None = None) -> P
     ckpt_path = Path(ckpt_path)
     onnx_path = Path(onnx_path) if onnx_path is not None else onnx_path_for(ckpt_path)
     net, ckpt = load_network(ckpt_path)
-    facts = describe(ckpt)
+    facts = {**describe(ckpt), "onnx_export": ONNX_EXPORT}
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=onnx_path.parent, prefix=".export-") as tmp:
         tmp_file = Path(tmp) / "model.onnx"
-        _export_graph(net, facts["input_size"], tmp_file)
+        _export_graph(net, facts["input_size"], tmp_file, any_size=facts["arch"]["arch"] == "locnet")
         _embed_metadata(tmp_file, facts, ckpt_path)
         extra = sorted(p.name for p in Path(tmp).iterdir() if p != tmp_file)
         if extra:

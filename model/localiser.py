@@ -136,6 +136,16 @@ def decode(maps: np.ndarray, frame: Letterbox, picture_size: Sequence[int], thre
             for box, score in zip(boxes[keep].tolist(), heat[y, x][keep].tolist())]
 
 
+def merge(detections: Sequence[Detection], max_iou: float) -> list[Detection]:
+    """The detections of several looks at one picture as one list, best first: of two overlapping
+    more than ``max_iou`` (the same digit seen twice), the surer one."""
+    kept: list[Detection] = []
+    for d in sorted(detections, key=lambda d: -d.score):
+        if all(iou(d.box, k.box) <= max_iou for k in kept):
+            kept.append(d)
+    return kept
+
+
 def main_detection(detections: Sequence[Detection], picture_size: Sequence[int]) -> Detection | None:
     """The digit a person most likely meant: the largest and most central, weighed by score.
 

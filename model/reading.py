@@ -6,7 +6,10 @@ benches and the command line (``python -m model.reading PHOTO|FOLDER ... [--json
 1. **Find** (``Reader.read`` without a box): the localiser (``model.localiser``, a small network
    trained on rendered scenes) proposes a box for every digit it sees; the one a person most
    likely meant is the largest and most central (``main_detection``); the others are counted.
-   A small digit gets a second look: the localiser sees a square of four times its size around
+   When it finds no digit, or only a small one, it looks at the whole picture again at a finer
+   scale (``FINER_SIZE`` instead of 128 px: a digit a twentieth of the picture is 8 px there, not
+   6) and adds the small digits it is sure of there (``FINER_THRESHOLD``).
+   A small main digit gets a second look: the localiser sees a square of four times its size around
    it (letterboxed like any picture, so a small digit is enlarged), and its box there (``main_detection`` of that square) replaces the first.
    When the digit found fills much of the picture (a tight crop), the square around the whole
    picture is the second view instead of the zooms and shifts (they would run off the picture,
@@ -36,7 +39,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from model.localiser import Detection, decode, iou, letterbox, main_detection, normalize_input
+from model.localiser import Detection, decode, iou, letterbox, main_detection, merge, normalize_input
 from model.preprocess import Photo, decode_picture, fit_to_input, normalize, to_rgb, whole_pixels
 
 FIND_THRESHOLD = 0.3     # lowest localiser score that counts as a digit (see bench/photo_suite.py)
@@ -47,6 +50,9 @@ FRAME_SCALE = 1.0        # square side / the box's longer side (SVHN: the box wi
 OTHER_MAX_IOU = 0.3      # detections overlapping the main one more than this are the same digit
 LOOK_AGAIN_BELOW = 0.25  # a main digit smaller than this part of the picture's longer side gets a second look
 LOOK_AGAIN_CONTEXT = 4.0 # side of the second look's square / the digit's longer side
+FINER_SIZE = 160         # with no main digit or one under LOOK_AGAIN_BELOW, the localiser sees the picture this large too
+FINER_THRESHOLD = 0.4    # ... and adds the digits under LOOK_AGAIN_BELOW it finds there this sure
+SAME_DIGIT_IOU = 0.5     # detections of the two looks overlapping more than this are one digit (the surer kept)
 # (zoom, shift x, shift y) of each view: zoom scales the square, shifts are fractions of its side.
 VIEWS: tuple[tuple[float, float, float], ...] = ((1.0, 0.0, 0.0), (1.15, 0.0, 0.0), (0.9, 0.0, 0.0),
                                                  (1.0, -0.06, 0.0), (1.0, 0.06, 0.0))
@@ -130,6 +136,8 @@ class Reader:
         input_size, mean, std: the classifier's, from its checkpoint.
         views: the views read for each box (``VIEWS``).
         threshold: lowest localiser score that counts as a digit.
+        locator_size: the localiser's input side (its checkpoint's; default ``model.localiser.INPUT_SIZE``).
+        finer_size: the side of the finer look (``FINER_SIZE``), or None for none.
         combine: "mean" (average the views' probabilities) or "most confident" (the view whose top
             probability is highest).
     """
@@ -137,31 +145,39 @@ class Reader:
     def __init__(self, classify: Callable[[np.ndarray], np.ndarray], locate: Callable[[np.ndarray], np.ndarray] | None,
                  input_size: Sequence[int], mean: Sequence[float], std: Sequence[float],
                  views: Sequence[tuple[float, float, float]] = VIEWS, threshold: float = FIND_THRESHOLD,
-                 locator_size: int | None = None, combine: str = "mean"):
+                 locator_size: int | None = None, combine: str = "mean", finer_size: int | None = FINER_SIZE):
         if combine not in COMBINES:
             raise ValueError(f"Invalid combine {combine!r}. Only {', '.join(COMBINES)} are supported.")
         self.combine = combine
         self.classify, self.locate = classify, locate
         self.input_size, self.mean, self.std = [int(s) for s in input_size], mean, std
         self.views, self.threshold = tuple(views), threshold
-        self.locator_size = locator_size
+        self.locator_size, self.finer_size = locator_size, finer_size
 
-    def detect(self, picture: Image.Image) -> list[Detection]:
-        """Every digit the localiser sees with at least ``threshold``, best first."""
-        kwargs = {} if self.locator_size is None else {"size": self.locator_size}
-        letterboxed, frame = letterbox(picture, **kwargs)
+    def detect(self, picture: Image.Image, size: int | None = None, threshold: float | None = None) -> list[Detection]:
+        """Every digit the localiser sees with at least ``threshold`` (default: the reader's), best
+        first, with the picture letterboxed to ``size`` (default: the localiser's input size)."""
+        size = size or self.locator_size
+        letterboxed, frame = letterbox(picture, **({} if size is None else {"size": size}))
         maps = self.locate(normalize_input(letterboxed[None]))[0]
-        return decode(maps, frame, picture.size, self.threshold)
+        return decode(maps, frame, picture.size, self.threshold if threshold is None else threshold)
 
     def find(self, picture: Image.Image) -> tuple[Detection | None, list[Detection]]:
-        """The main digit (None if none) and every detection, after the second look at a small one."""
+        """The main digit (None if none) and every detection, after the finer look and the second
+        look at a small one."""
         found = self.detect(picture)
         main = main_detection(found, picture.size)
+        small = LOOK_AGAIN_BELOW * max(picture.size)
+        if self.finer_size and (main is None or max(main.box[2] - main.box[0], main.box[3] - main.box[1]) < small):
+            finer = [d for d in self.detect(picture, self.finer_size, FINER_THRESHOLD)
+                     if max(d.box[2] - d.box[0], d.box[3] - d.box[1]) < small]
+            found = merge(found + finer, SAME_DIGIT_IOU)
+            main = main_detection(found, picture.size)
         if main is None:
             return None, found
         x0, y0, x1, y1 = main.box
         side = max(x1 - x0, y1 - y0)
-        if side >= LOOK_AGAIN_BELOW * max(picture.size):
+        if side >= small:
             return main, found
         half = LOOK_AGAIN_CONTEXT * side / 2
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2

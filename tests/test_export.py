@@ -14,7 +14,7 @@ import torch
 
 from model.checkpoint import CheckpointError, describe, load_network
 from model.export import export_onnx
-from model.inference import METADATA_KEY, SOURCE_KEY, onnx_path_for
+from model.inference import METADATA_KEY, ONNX_EXPORT, SOURCE_KEY, onnx_path_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,7 +40,7 @@ def test_metadata_carries_the_checkpoint_facts(served_checkpoint):
     session = ort.InferenceSession(str(onnx_path_for(served_checkpoint)), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
     _, ckpt = load_network(served_checkpoint)
-    assert json.loads(meta[METADATA_KEY]) == json.loads(json.dumps(describe(ckpt)))
+    assert json.loads(meta[METADATA_KEY]) == json.loads(json.dumps({**describe(ckpt), "onnx_export": ONNX_EXPORT}))
     assert meta[SOURCE_KEY] == "tiny.pt"
 
 
@@ -77,3 +77,6 @@ def test_onnx_is_current_follows_the_checkpoint_content_not_file_times(tmp_path)
     assert onnx_is_current(ckpt)
     write_tiny_checkpoint(ckpt, seed=2)  # new weights: the export is stale
     assert not onnx_is_current(ckpt)
+    export_onnx(ckpt)
+    onnx_file.write_bytes(onnx_file.read_bytes().replace(f'"onnx_export": "{ONNX_EXPORT}"'.encode(), b'"onnx_export": "0"'))
+    assert not onnx_is_current(ckpt)  # made by an older exporter: stale too

@@ -93,3 +93,10 @@ def test_iou_of_boxes():
     assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
     assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
     assert iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+
+
+def test_merge_keeps_the_surer_of_two_looks_at_one_digit():
+    from model.localiser import merge
+    a, b, c = Detection((0, 0, 10, 20), 0.5), Detection((1, 1, 11, 21), 0.9), Detection((30, 0, 40, 20), 0.4)
+    assert merge([a, c, b], 0.5) == [b, c]
+    assert merge([a, c, b], 0.9) == [b, a, c]     # under the overlap allowed: all kept, surest first

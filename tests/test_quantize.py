@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 
 import model.inference as inference
 from app.modelfile import ensure_onnx
 from conftest import write_tiny_checkpoint
-from model.checkpoint import describe, load_checkpoint
+from model.checkpoint import describe, load_checkpoint, load_network
 from model.inference import (QUANTIZATION_KEY, OnnxPredictor, int8_path_for, load_predictor, onnx_is_current,
                              onnx_path_for)
 from model.quantize import batchnorm_as_depthwise, first_and_last, quantize_int8, set_metadata
@@ -184,6 +185,14 @@ def test_the_localiser_int8_is_calibrated_on_scenes_checked_and_chosen(tmp_path,
     floats = {weights[name] for name in predictor.quantization["float_nodes"]}
     assert floats == {w for w in weights.values() if w.startswith(("stem.", "stages.0.", "lateral.", "head."))}
     assert "head.0.weight" in floats and len(floats) < len(weights) - 10     # the later stages are int8
+    # both graphs take any multiple of 32 as height and width (the reading pipeline's finer look is 160)
+    x = np.random.default_rng(0).normal(size=(1, 3, 160, 224)).astype(np.float32)
+    net, _ = load_network(ckpt)
+    with torch.inference_mode():
+        expected = net(torch.from_numpy(x)).numpy()
+    fp32, int8 = (OnnxPredictor(p).forward(x) for p in (onnx_path_for(ckpt), int8_path_for(ckpt)))
+    assert fp32.shape == int8.shape == (1, 5, 40, 56)
+    np.testing.assert_allclose(fp32, expected, rtol=0, atol=1e-4)
 
 
 def test_a_broken_localiser_quantisation_fails_its_check(tmp_path):

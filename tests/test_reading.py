@@ -60,14 +60,15 @@ class Recorder:
         return probs
 
 
-def _locate_peaks(*peaks):
-    """A fake localiser whose maps hold a digit centre at each (row, col, width, height) in cells."""
+def _locate_peaks(*peaks, size=INPUT_SIZE):
+    """A fake localiser whose maps hold a digit centre at each (row, col, width, height) in cells
+    when its input is ``size`` square, and nothing at other sizes."""
     def locate(batch):
-        assert batch.shape == (1, 3, INPUT_SIZE, INPUT_SIZE)
-        grid = INPUT_SIZE // STRIDE
+        assert batch.shape[:2] == (1, 3) and batch.shape[2] == batch.shape[3] and batch.shape[2] % 32 == 0
+        grid = batch.shape[2] // STRIDE
         maps = np.zeros((1, len(OUTPUTS), grid, grid), np.float32)
         maps[0, HEAT] = -9
-        for row, col, w, h in peaks:
+        for row, col, w, h in peaks if batch.shape[2] == size else ():
             maps[0, HEAT, row, col] = 6
             maps[0, LOG_W, row, col], maps[0, LOG_H, row, col] = np.log(w), np.log(h)
         return maps
@@ -100,15 +101,36 @@ def test_a_small_digit_gets_a_second_look_whose_box_is_kept():
 
     reader = Reader(Recorder(), locate, (32, 32), MEAN, STD)
     main, found = reader.find(_picture(1024, 1024))
-    # first look: 2x4 cells = 8x16 input px, x8 = 64x128 px around (528, 528): under a quarter of 1024
+    # first look: 2x4 cells = 8x16 input px, x8 = 64x128 px around (528, 528): under a quarter of 1024;
+    # the finer look (160 px) sees nothing more here;
     # second look: the 512 px square around it, where the same peak is a 32x64 px box at (264, 264)
-    assert len(calls) == 2
+    assert [c[2] for c in calls] == [INPUT_SIZE, reading.FINER_SIZE, INPUT_SIZE]
     assert main.box == pytest.approx((272 + 248, 272 + 232, 272 + 280, 272 + 296))
     assert found == [main]
     calls.clear()
     first = _locate_peaks((16, 16, 4, 8))
     reader.find(_picture(256, 256))           # 32x64 px of 256: large enough, one look
     assert len(calls) == 1
+
+
+def test_a_small_digit_the_first_look_missed_is_found_by_the_finer_look():
+    picture = _picture(1600, 1600)     # a 160 px input is 1/10 of it: a cell of the finer grid is 40 px
+    # seen only at 160 px: 2x3 cells (80x120 px, under a quarter of 1600) centred at (20.5, 10.5) cells
+    reader = Reader(Recorder(), _locate_peaks((10, 20, 2, 3), size=reading.FINER_SIZE), (32, 32), MEAN, STD)
+    main, found = reader.find(picture)
+    assert main is not None and found[0].box == pytest.approx((780, 360, 860, 480))
+    # one the first look finds, large enough: no finer look
+    calls = []
+    large = _locate_peaks((16, 16, 12, 16))
+    reader = Reader(Recorder(), lambda b: calls.append(b.shape[2]) or large(b), (32, 32), MEAN, STD)
+    assert reader.find(picture)[0] is not None and calls == [INPUT_SIZE]
+    # the finer look adds small digits only: a large one seen there alone is not kept
+    reader = Reader(Recorder(), _locate_peaks((20, 20, 12, 16), size=reading.FINER_SIZE), (32, 32), MEAN, STD)
+    assert reader.find(picture) == (None, [])
+    # and without it (finer_size None) the small one is not found
+    reader = Reader(Recorder(), _locate_peaks((10, 20, 2, 3), size=reading.FINER_SIZE), (32, 32), MEAN, STD,
+                    finer_size=None)
+    assert reader.find(picture) == (None, [])
 
 
 def test_a_sure_first_view_is_the_answer():
