@@ -5,9 +5,10 @@ The exported graph takes ``input`` float32 (B, 3, H, W), already preprocessed by
 A localiser's graph (LocNet, fully convolutional) also takes any height and width that are
 multiples of ``LOCALISER_STEP`` (its coarsest stride), and returns its maps (B, 5, H/4, W/4).
 The checkpoint's public facts (``model.checkpoint.describe``), with the exporter's version
-(``"onnx_export"``), travel inside the file as JSON in the model's ``metadata_props`` under ``METADATA_KEY``, so a serving worker reads class names, input
-size, mean/std and metrics with ONNX Runtime alone. The file is written beside its destination
-and renamed into place, like checkpoints.
+(``"onnx_export"``), travel inside the file as JSON in the model's ``metadata_props`` under
+``METADATA_KEY``, so a serving worker reads class names, input size, mean/std and metrics with
+ONNX Runtime alone. The file is written beside its destination and renamed into place, like
+checkpoints.
 
 Run as ``python -m model.export CKPT [OUT]`` (OUT defaults to CKPT with the suffix ``.onnx``).
 """
