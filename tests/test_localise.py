@@ -87,6 +87,19 @@ def test_svhn_crops_replace_scenes_with_a_tight_crop_or_a_small_plate_on_a_wall(
     assert (heights < 0.4 * 128).sum() >= 10, "small plates on a wall"
 
 
+def test_noise_replaces_scenes_with_digit_free_pictures_of_random_pixels():
+    data = {"x": np.zeros((8, 128, 128, 3), np.uint8)}
+    boxes = [np.array([[10, 10, 30, 40]], np.float32)] * 8
+    ignore = [np.zeros((0, 4), np.float32)] * 8
+    cfg = localise.LocaliserConfig(augment=False, letter_closeups=0.0, digit_closeups=0.0, svhn_crops=0.0, noise=1.0)
+    images, b, g = localise.training_batch(data, np.arange(8), boxes, ignore, cfg, np.random.default_rng(0), ())
+    assert images.shape == (8, 128, 128, 3) and all(len(x) + len(y) == 0 for x, y in zip(b, g))
+    assert all(image.std() > 10 for image in images), "random pixels, not the scenes"
+    cfg = localise.LocaliserConfig(augment=False, letter_closeups=0.0, digit_closeups=0.0, svhn_crops=0.0, noise=0.0)
+    images, b, _ = localise.training_batch(data, np.arange(8), boxes, ignore, cfg, np.random.default_rng(0), ())
+    assert images.max() == 0 and all(len(x) == 1 for x in b)
+
+
 def test_a_digit_closeup_box_is_one_large_digit_near_the_middle():
     from train.scenes import closeup
     from train.synth import find_fonts

@@ -41,7 +41,7 @@ from model.localiser import (HEAT, INPUT_SIZE, LOG_H, LOG_W, MEAN, OFFSET_X, OFF
                              STRIDE, Detection, Letterbox, decode, iou, main_detection, normalize_input)
 from model.networks import ArchConfig, build_network
 from model.reading import FIND_THRESHOLD
-from train.scenes import RENDERER_VERSION, closeup, generate_scenes, letterboxed, split_visible, svhn_crop
+from train.scenes import RENDERER_VERSION, closeup, generate_scenes, letterboxed, noise_picture, split_visible, svhn_crop
 from train.synth import find_fonts
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ class LocaliserConfig:
     digit_closeups: float = 0.05        # ... and by close-ups of one large digit alone (positives)
     svhn_crops: float = 0.35            # ... and by small SVHN-style crops, enlarged: tight or on a wall
     blurred_numbers: float = 0.3        # of those on a wall, the part on a wall of other numbers out of focus
+    noise: float = 0.0                  # ... and by digit-free pictures of random pixels (negatives)
 
 
 # ----------------------------------------------------------------------------- data
@@ -151,8 +152,8 @@ def augment(image: np.ndarray, boxes: np.ndarray, ignore: np.ndarray,
 def training_batch(data: dict[str, np.ndarray], idx: np.ndarray, boxes: list[np.ndarray], ignore: list[np.ndarray],
                    cfg: "LocaliserConfig", rng: np.random.Generator, fonts) -> tuple[np.ndarray, list, list]:
     """The scenes ``idx`` as trained on: augmented (``cfg.augment``), some replaced by close-ups of
-    letters (``cfg.letter_closeups``) or of one digit (``cfg.digit_closeups``), or by SVHN-style
-    crops (``cfg.svhn_crops``), all rendered as drawn."""
+    letters (``cfg.letter_closeups``) or of one digit (``cfg.digit_closeups``), by SVHN-style
+    crops (``cfg.svhn_crops``) or by pictures of random pixels (``cfg.noise``), all rendered as drawn."""
     images, bs, ign = [], [], []
     closeups = cfg.letter_closeups + cfg.digit_closeups
     for i in idx:
@@ -161,6 +162,8 @@ def training_batch(data: dict[str, np.ndarray], idx: np.ndarray, boxes: list[np.
             image, b, g = letterboxed(closeup(rng, fonts, INPUT_SIZE, digit=draw >= cfg.letter_closeups), INPUT_SIZE)
         elif fonts and draw < closeups + cfg.svhn_crops:
             image, b, g = letterboxed(svhn_crop(rng, fonts, INPUT_SIZE, cfg.blurred_numbers), INPUT_SIZE)
+        elif draw < closeups * bool(fonts) + cfg.svhn_crops * bool(fonts) + cfg.noise:
+            image, b, g = letterboxed(noise_picture(rng, INPUT_SIZE), INPUT_SIZE)
         elif cfg.augment:
             image, b, g = augment(data["x"][i], boxes[i], ignore[i], rng)
         else:
@@ -305,6 +308,7 @@ def _checkpoint(net, cfg: LocaliserConfig, epoch: int, metrics: dict, state: dic
                + (f", {cfg.svhn_crops:.0%} by SVHN-style crops (tight or on a wall"
                   + (f", {cfg.blurred_numbers:.0%} of walls a mosaic of blurred house numbers" if cfg.blurred_numbers else "")
                   + ")" if cfg.svhn_crops else "")
+               + (f", {cfg.noise:.0%} by pictures of random pixels" if cfg.noise else "")
                + f"; cut digits {'negatives' if cfg.cut_digits == 'negative' else 'ignored'}"
                + (f"; fine-tuned from {Path(cfg.init).name}" if cfg.init else ""))
     return make_checkpoint(arch, net.state_dict(), dataset=dataset, class_names=list(OUTPUTS),
@@ -384,6 +388,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--blurred-numbers", type=float, default=defaults.blurred_numbers,
                    help="of the SVHN-style crops laid on a wall, the fraction whose wall is a mosaic of other "
                         "house numbers out of focus")
+    p.add_argument("--noise", type=float, default=defaults.noise,
+                   help="fraction of each batch replaced by digit-free pictures of random pixels")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="fp32 instead of bf16 autocast")
     p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue the run saved in LAST_PT")
     return p
@@ -402,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         values.setdefault("digit_closeups", 0.0)
         values.setdefault("svhn_crops", 0.0)
         values.setdefault("blurred_numbers", 0.0)
+        values.setdefault("noise", 0.0)
         if args.epochs not in (values["epochs"], LocaliserConfig.epochs):
             print(f"error: --resume continues the stored one-cycle schedule of {values['epochs']} epochs; to train "
                   f"longer start a new run from its weights: --init {resume} --epochs {args.epochs}", file=sys.stderr)

@@ -339,6 +339,16 @@ def closeup(rng: np.random.Generator, fonts: Sequence[Path], size: int = INPUT_S
     return Scene(_finish(rng, np.asarray(layer, np.float32) / 255.0), boxes, ignored)
 
 
+def noise_picture(rng: np.random.Generator, size: int = INPUT_SIZE) -> Scene:
+    """A digit-free picture of random pixels (uniform, or in blocks of 2 to 8 pixels), sometimes
+    blurred: people upload noise too, and the localiser must not find digits in it."""
+    h, w = _frame_size(rng, size)
+    block = int(rng.choice([1, 1, 2, 4, 8]))
+    cells = rng.integers(0, 256, (-(-h // block), -(-w // block), 3), dtype=np.uint8)
+    img = np.repeat(np.repeat(cells, block, axis=0), block, axis=1)[:h, :w].astype(np.float32) / 255.0
+    return Scene(_finish(rng, img), np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32))
+
+
 def svhn_crop(rng: np.random.Generator, fonts: Sequence[Path], size: int = INPUT_SIZE,
               blurred_numbers: float = 0.0) -> Scene:
     """A house number framed as SVHN frames it, rendered small and enlarged, as people crop it.
