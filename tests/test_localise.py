@@ -59,14 +59,14 @@ def test_closeups_replace_scenes_with_letters_alone_or_one_digit_alone():
     boxes = [np.array([[10, 10, 30, 40]], np.float32)] * 6
     ignore = [np.zeros((0, 4), np.float32)] * 6
     fonts = tuple(find_fonts())[:20]
-    cfg = localise.LocaliserConfig(augment=False, letter_closeups=1.0, digit_closeups=0.0)
+    cfg = localise.LocaliserConfig(augment=False, letter_closeups=1.0, digit_closeups=0.0, noise=0.0)
     images, b, g = localise.training_batch(data, np.arange(6), boxes, ignore, cfg, np.random.default_rng(0), fonts)
     assert images.shape == (6, 128, 128, 3) and all(len(x) == 0 for x in b) and images.std() > 5
-    cfg = localise.LocaliserConfig(augment=False, letter_closeups=0.0, digit_closeups=1.0)
+    cfg = localise.LocaliserConfig(augment=False, letter_closeups=0.0, digit_closeups=1.0, noise=0.0)
     images, b, g = localise.training_batch(data, np.arange(6), boxes, ignore, cfg, np.random.default_rng(0), fonts)
     assert all(len(x) + len(y) == 1 for x, y in zip(b, g)) and sum(len(x) for x in b) >= 4
     assert all(y1 - y0 > 20 for found in b for x0, y0, x1, y1 in found), "large digits"
-    cfg = localise.LocaliserConfig(augment=False, letter_closeups=0.0, digit_closeups=0.0)
+    cfg = localise.LocaliserConfig(augment=False, letter_closeups=0.0, digit_closeups=0.0, noise=0.0)
     images, b, _ = localise.training_batch(data, np.arange(6), boxes, ignore, cfg, np.random.default_rng(0), ())
     assert images.max() == 0 and all(len(x) == 1 for x in b)
 
@@ -77,7 +77,7 @@ def test_svhn_crops_replace_scenes_with_a_tight_crop_or_a_small_plate_on_a_wall(
     data = {"x": np.zeros((40, 128, 128, 3), np.uint8)}
     boxes = [np.array([[10, 10, 30, 40]], np.float32)] * 40
     ignore = [np.zeros((0, 4), np.float32)] * 40
-    cfg = localise.LocaliserConfig(augment=False, letter_closeups=0.0, digit_closeups=0.0, svhn_crops=1.0)
+    cfg = localise.LocaliserConfig(augment=False, letter_closeups=0.0, digit_closeups=0.0, svhn_crops=1.0, noise=0.0)
     images, b, g = localise.training_batch(data, np.arange(40), boxes, ignore, cfg, np.random.default_rng(0),
                                            tuple(find_fonts())[:20])
     assert images.shape == (40, 128, 128, 3) and images.std() > 5

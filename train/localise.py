@@ -79,7 +79,7 @@ class LocaliserConfig:
     digit_closeups: float = 0.05        # ... and by close-ups of one large digit alone (positives)
     svhn_crops: float = 0.35            # ... and by small SVHN-style crops, enlarged: tight or on a wall
     blurred_numbers: float = 0.3        # of those on a wall, the part on a wall of other numbers out of focus
-    noise: float = 0.0                  # ... and by digit-free pictures of random pixels (negatives)
+    noise: float = 0.03                 # ... and by digit-free pictures of random pixels (negatives)
 
 
 # ----------------------------------------------------------------------------- data
