@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 UPLOAD_FIELD = "image"
 MODEL_FACTS = ("architecture", "arch", "parameters", "dataset", "metrics", "class_names", "input_size",
-               "mean", "std", "epoch", "created")
+               "mean", "std", "epoch", "created", "seen_npz")
 
 pages = Blueprint("pages", __name__)
 api = Blueprint("api", __name__, url_prefix="/api")

@@ -303,6 +303,7 @@ def test_model_endpoint_describes_the_model(client):
     assert body["dataset"] == "random weights (test fixture)"
     assert body["metrics"]["val_accuracy"] == {"value": 0.1, "data": "none (test fixture)"}
     assert body["input_size"] == [32, 32] and len(body["mean"]) == 3 and body["backend"] == "onnx"
+    assert body["seen_npz"] == []      # the .npz files its weights trained on: none
     localiser = body["localiser"]      # the shipped one: what it is and what it was trained on
     assert localiser["model"] == "localiser.pt" and localiser["architecture"].startswith("LocNet")
     assert "Scenes" in localiser["dataset"] and "val_box_iou50" in localiser["metrics"]
