@@ -89,10 +89,15 @@ class Reading:
     views: int
 
 
+def longer_side(box: Box) -> float:
+    """The longer of a box's width and height."""
+    return max(box[2] - box[0], box[3] - box[1])
+
+
 def square_around(box: Box, zoom: float = 1.0, shift: tuple[float, float] = (0.0, 0.0)) -> Box:
     """The SVHN square around ``box``: side FRAME_SCALE x zoom x its longer side, centred, shifted."""
     x0, y0, x1, y1 = box
-    side = FRAME_SCALE * zoom * max(x1 - x0, y1 - y0)
+    side = FRAME_SCALE * zoom * longer_side(box)
     cx, cy = (x0 + x1) / 2 + shift[0] * side, (y0 + y1) / 2 + shift[1] * side
     return cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2
 
@@ -168,18 +173,20 @@ class Reader:
         found = self.detect(picture)
         main = main_detection(found, picture.size)
         small = LOOK_AGAIN_BELOW * max(picture.size)
-        if self.finer_size and (main is None or max(main.box[2] - main.box[0], main.box[3] - main.box[1]) < small):
-            finer = [d for d in self.detect(picture, self.finer_size, FINER_THRESHOLD)
-                     if max(d.box[2] - d.box[0], d.box[3] - d.box[1]) < small]
+        if self.finer_size and (main is None or longer_side(main.box) < small):
+            finer = [d for d in self.detect(picture, self.finer_size, FINER_THRESHOLD) if longer_side(d.box) < small]
             found = merge(found + finer, SAME_DIGIT_IOU)
             main = main_detection(found, picture.size)
-        if main is None:
-            return None, found
-        x0, y0, x1, y1 = main.box
-        side = max(x1 - x0, y1 - y0)
-        if side >= small:
+        if main is None or longer_side(main.box) >= small:
             return main, found
-        half = LOOK_AGAIN_CONTEXT * side / 2
+        return self._look_again(picture, main, found)
+
+    def _look_again(self, picture: Image.Image, main: Detection, found: list[Detection]
+                    ) -> tuple[Detection, list[Detection]]:
+        """The second look at a small main digit: the localiser on the square of LOOK_AGAIN_CONTEXT
+        times its size around it; the main digit there, if any, replaces it."""
+        x0, y0, x1, y1 = main.box
+        half = LOOK_AGAIN_CONTEXT * longer_side(main.box) / 2
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
         left, top = max(0, int(cx - half)), max(0, int(cy - half))
         right, bottom = min(picture.width, int(np.ceil(cx + half))), min(picture.height, int(np.ceil(cy + half)))
