@@ -156,13 +156,14 @@ def training_batch(data: dict[str, np.ndarray], idx: np.ndarray, boxes: list[np.
     crops (``cfg.svhn_crops``) or by pictures of random pixels (``cfg.noise``), all rendered as drawn."""
     images, bs, ign = [], [], []
     closeups = cfg.letter_closeups + cfg.digit_closeups
+    drawn_with_fonts = closeups + cfg.svhn_crops if fonts else 0.0   # without fonts none of those is drawn
     for i in idx:
         draw = rng.random()
         if fonts and draw < closeups:
             image, b, g = letterboxed(closeup(rng, fonts, INPUT_SIZE, digit=draw >= cfg.letter_closeups), INPUT_SIZE)
         elif fonts and draw < closeups + cfg.svhn_crops:
             image, b, g = letterboxed(svhn_crop(rng, fonts, INPUT_SIZE, cfg.blurred_numbers), INPUT_SIZE)
-        elif draw < closeups * bool(fonts) + cfg.svhn_crops * bool(fonts) + cfg.noise:
+        elif draw < drawn_with_fonts + cfg.noise:
             image, b, g = letterboxed(noise_picture(rng, INPUT_SIZE), INPUT_SIZE)
         elif cfg.augment:
             image, b, g = augment(data["x"][i], boxes[i], ignore[i], rng)
