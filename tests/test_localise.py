@@ -52,34 +52,34 @@ def test_augmented_scenes_keep_their_boxes_on_their_digits(monkeypatch):
     assert zoomed_in and zoomed_out
 
 
+def _drawn(n: int, fonts=(), **fractions):
+    """``training_batch`` over ``n`` black scenes with one box each, unaugmented, drawing only what
+    ``fractions`` (LocaliserConfig's letter_closeups, digit_closeups, svhn_crops, noise) asks for."""
+    data = {"x": np.zeros((n, 128, 128, 3), np.uint8)}
+    boxes = [np.array([[10, 10, 30, 40]], np.float32)] * n
+    ignore = [np.zeros((0, 4), np.float32)] * n
+    none = dict(letter_closeups=0.0, digit_closeups=0.0, svhn_crops=0.0, noise=0.0)
+    cfg = localise.LocaliserConfig(augment=False, **{**none, **fractions})
+    return localise.training_batch(data, np.arange(n), boxes, ignore, cfg, np.random.default_rng(0), fonts)
+
+
 def test_closeups_replace_scenes_with_letters_alone_or_one_digit_alone():
     from train.synth import find_fonts
 
-    data = {"x": np.zeros((6, 128, 128, 3), np.uint8)}
-    boxes = [np.array([[10, 10, 30, 40]], np.float32)] * 6
-    ignore = [np.zeros((0, 4), np.float32)] * 6
     fonts = tuple(find_fonts())[:20]
-    cfg = localise.LocaliserConfig(augment=False, letter_closeups=1.0, digit_closeups=0.0, noise=0.0)
-    images, b, g = localise.training_batch(data, np.arange(6), boxes, ignore, cfg, np.random.default_rng(0), fonts)
+    images, b, g = _drawn(6, fonts, letter_closeups=1.0)
     assert images.shape == (6, 128, 128, 3) and all(len(x) == 0 for x in b) and images.std() > 5
-    cfg = localise.LocaliserConfig(augment=False, letter_closeups=0.0, digit_closeups=1.0, noise=0.0)
-    images, b, g = localise.training_batch(data, np.arange(6), boxes, ignore, cfg, np.random.default_rng(0), fonts)
+    images, b, g = _drawn(6, fonts, digit_closeups=1.0)
     assert all(len(x) + len(y) == 1 for x, y in zip(b, g)) and sum(len(x) for x in b) >= 4
     assert all(y1 - y0 > 20 for found in b for x0, y0, x1, y1 in found), "large digits"
-    cfg = localise.LocaliserConfig(augment=False, letter_closeups=0.0, digit_closeups=0.0, noise=0.0)
-    images, b, _ = localise.training_batch(data, np.arange(6), boxes, ignore, cfg, np.random.default_rng(0), ())
+    images, b, _ = _drawn(6)
     assert images.max() == 0 and all(len(x) == 1 for x in b)
 
 
 def test_svhn_crops_replace_scenes_with_a_tight_crop_or_a_small_plate_on_a_wall():
     from train.synth import find_fonts
 
-    data = {"x": np.zeros((40, 128, 128, 3), np.uint8)}
-    boxes = [np.array([[10, 10, 30, 40]], np.float32)] * 40
-    ignore = [np.zeros((0, 4), np.float32)] * 40
-    cfg = localise.LocaliserConfig(augment=False, letter_closeups=0.0, digit_closeups=0.0, svhn_crops=1.0, noise=0.0)
-    images, b, g = localise.training_batch(data, np.arange(40), boxes, ignore, cfg, np.random.default_rng(0),
-                                           tuple(find_fonts())[:20])
+    images, b, g = _drawn(40, tuple(find_fonts())[:20], svhn_crops=1.0)
     assert images.shape == (40, 128, 128, 3) and images.std() > 5
     heights = np.array([max(y1 - y0 for _, y0, _, y1 in found) for found in b if len(found)])
     assert len(heights) >= 36, "nearly every SVHN crop keeps its middle digit"
@@ -88,15 +88,10 @@ def test_svhn_crops_replace_scenes_with_a_tight_crop_or_a_small_plate_on_a_wall(
 
 
 def test_noise_replaces_scenes_with_digit_free_pictures_of_random_pixels():
-    data = {"x": np.zeros((8, 128, 128, 3), np.uint8)}
-    boxes = [np.array([[10, 10, 30, 40]], np.float32)] * 8
-    ignore = [np.zeros((0, 4), np.float32)] * 8
-    cfg = localise.LocaliserConfig(augment=False, letter_closeups=0.0, digit_closeups=0.0, svhn_crops=0.0, noise=1.0)
-    images, b, g = localise.training_batch(data, np.arange(8), boxes, ignore, cfg, np.random.default_rng(0), ())
+    images, b, g = _drawn(8, noise=1.0)
     assert images.shape == (8, 128, 128, 3) and all(len(x) + len(y) == 0 for x, y in zip(b, g))
     assert all(image.std() > 10 for image in images), "random pixels, not the scenes"
-    cfg = localise.LocaliserConfig(augment=False, letter_closeups=0.0, digit_closeups=0.0, svhn_crops=0.0, noise=0.0)
-    images, b, _ = localise.training_batch(data, np.arange(8), boxes, ignore, cfg, np.random.default_rng(0), ())
+    images, b, _ = _drawn(8)
     assert images.max() == 0 and all(len(x) == 1 for x in b)
 
 
