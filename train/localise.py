@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from model.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from model.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
 from model.localiser import (HEAT, INPUT_SIZE, LOG_H, LOG_W, MEAN, OFFSET_X, OFFSET_Y, OUTPUTS, PAD_VALUE, STD,
                              STRIDE, Detection, Letterbox, decode, iou, main_detection, normalize_input)
 from model.networks import ArchConfig, build_network
@@ -317,6 +317,31 @@ def _checkpoint(net, cfg: LocaliserConfig, epoch: int, metrics: dict, state: dic
                            train_config=asdict(cfg), epoch=epoch, training_state=state)
 
 
+def load_init(net: torch.nn.Module, path: str) -> None:
+    """Start ``net`` (a LocNet) from the weights of the localiser at ``path``.
+
+    A shallower LocNet of the same width grows into a deeper one, as Net2DeeperNet does (Chen et al.,
+    "Net2Net", 2016): each stage's added blocks start with their last convolution zero, so that they
+    pass their input through unchanged and the grown network computes exactly what the shallower
+    one did; training then gives them something to do.
+
+    Raises:
+        CheckpointError: naming both, if the widths differ or the checkpoint is deeper than ``net``.
+    """
+    ckpt = load_checkpoint(path)
+    arch = ckpt["arch"]
+    depth, width = len(net.stages[0]) - 1, net.stages[0][0].conv1.out_channels
+    if arch.get("arch") != "locnet" or arch["width"] != width or arch["depth"] > depth:
+        raise CheckpointError(f"--init {path} is {arch.get('arch')} depth {arch.get('depth')} width {arch.get('width')}; "
+                         f"this run is locnet depth {depth} width {width}: the width must be the same and the "
+                         f"depth at most this run's.")
+    net.load_state_dict(ckpt["state_dict"], strict=arch["depth"] == depth)   # growing: the added blocks are missing
+    with torch.no_grad():
+        for stage in net.stages:
+            for block in stage[1 + arch["depth"]:]:
+                block.conv2.weight.zero_()
+
+
 def train(cfg: LocaliserConfig, resume: str | None = None) -> Path:
     """Run (or resume) a localiser training; returns the path of ``best.pt``."""
     torch.manual_seed(cfg.seed)
@@ -324,7 +349,7 @@ def train(cfg: LocaliserConfig, resume: str | None = None) -> Path:
     net = build_network(ArchConfig(arch="locnet", depth=cfg.depth, width=cfg.width, num_classes=len(OUTPUTS)))
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.init:
-        net.load_state_dict(load_checkpoint(cfg.init)["state_dict"])
+        load_init(net, cfg.init)
     train_data = concatenate([load_scenes(cfg, "train", cfg.scenes, seed) for seed in cfg.data_seeds])
     val_data = load_scenes(cfg, "val", cfg.val_scenes, cfg.seed)
     steps_per_epoch = len(train_data["x"]) // cfg.batch_size
@@ -371,7 +396,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=defaults.seed, help="training seed; also the validation scenes'")
     p.add_argument("--data-seeds", type=int, nargs="+", default=list(defaults.data_seeds),
                    help="render seeds: each adds --scenes training scenes")
-    p.add_argument("--init", default=None, metavar="CKPT", help="start from this localiser's weights")
+    p.add_argument("--init", default=None, metavar="CKPT",
+                   help="start from this localiser's weights (of the same width; a shallower one grows to --depth)")
     p.add_argument("--workers", type=int, default=defaults.workers, help="processes rendering scenes")
     p.add_argument("--data-dir", default=defaults.data_dir, help="where rendered scenes are cached")
     p.add_argument("--out", default=defaults.out, help="run folder (last.pt, best.pt)")
@@ -422,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted; continue with: python -m train.localise --resume {Path(cfg.out) / 'last.pt'}",
               file=sys.stderr)
         return 130
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(best)
     return 0
 
