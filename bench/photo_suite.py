@@ -21,6 +21,12 @@ free pictures (rendered walls with letters, blank, noise, a large letter) measur
 
     python bench/photo_suite.py [--checkpoint checkpoints/default.pt] [--localiser checkpoints/localiser.pt]
                                 [--npz ../shared/data/svhn/svhn_real_val.npz] [--picture docs/reading.png]
+                                [--save run.json] [--against earlier.json]
+
+Two runs differ mostly in a few pictures read differently, so ``--save`` keeps every picture's
+outcome (the served way), and ``--against`` an earlier run's file prints, for each variant, the box
+scenes and each digit-free kind, how many pictures were gained and lost with one standard error of
+the difference (McNemar's: the square root of gained plus lost).
 
 A classifier that trained on the --npz images (a fine-tune with ``--train-npz``) must read each of
 them with a model that never saw it: ``--crossval DIR`` names the folder of its cross-validation
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import sys
 import time
 from pathlib import Path
@@ -169,12 +176,15 @@ def readers(checkpoint: str | Path, locator: Predictor) -> dict[str, Reader]:
     }
 
 
-def photo_accuracy(ways_of: Callable[[int], dict[str, Reader]], images: np.ndarray, labels: np.ndarray, fonts) -> None:
-    """Each variant of each real image read every way; ``ways_of(i)``: the readers for image i."""
+def photo_accuracy(ways_of: Callable[[int], dict[str, Reader]], images: np.ndarray, labels: np.ndarray, fonts
+                   ) -> dict[str, list[bool]]:
+    """Each variant of each real image read every way; ``ways_of(i)``: the readers for image i.
+    Returns, for each variant, whether the served way ("localiser + views") read each image right."""
+    served = {}
     print(f"{'variant (541 real SVHN digits)':<36}" + "".join(f"{w:>19}" for w in WAYS) + "   refused (loc+views)")
     for name, make in VARIANTS.items():
         right = {w: 0 for w in WAYS}
-        refused = 0
+        refused, served[name] = 0, []
         for i, (crop, label) in enumerate(zip(images, labels)):
             rng = np.random.default_rng([2026, i, SEED_OF.get(name, list(VARIANTS).index(name))])
             picture = _jpeg(make(crop, rng, images, fonts), rng)
@@ -182,8 +192,11 @@ def photo_accuracy(ways_of: Callable[[int], dict[str, Reader]], images: np.ndarr
                 r = reader.read(picture)
                 right[way] += r.digit == label
                 refused += way == "localiser + views" and r.digit is None
+                if way == "localiser + views":
+                    served[name].append(bool(r.digit == label))
         n = len(labels)
         print(f"{name:<36}" + "".join(f"{right[w] / n:>18.2%} " for w in WAYS) + f"   {refused / n:>8.2%}")
+    return served
 
 
 def original_accuracy(ways_of: Callable[[int], dict[str, Reader]], images, labels) -> float:
@@ -218,11 +231,11 @@ def _normalized(reader: Reader, crop: np.ndarray) -> np.ndarray:
     return preprocess(Image.fromarray(crop), reader.input_size, reader.mean, reader.std)[0]
 
 
-def box_accuracy(reader: Reader, fonts, n: int) -> tuple[float, float, int]:
-    """Of rendered test scenes with digits: the fraction whose main box found has IoU >= 0.5 with the
-    true main digit (largest and most central), the fraction where it has with any whole digit (in
-    a house number of equal digits, which one is "main" is close to a coin toss), and their count."""
-    hits, any_digit, counted = 0, 0, 0
+def box_accuracy(reader: Reader, fonts, n: int) -> tuple[list[bool], float]:
+    """Of rendered test scenes with digits: whether the main box found has IoU >= 0.5 with the true
+    main digit (largest and most central), scene by scene, and the fraction where it has with any
+    whole digit (in a house number of equal digits, which one is "main" is close to a coin toss)."""
+    hits, any_digit = [], 0
     for i in range(n):
         scene = render_scene(np.random.default_rng([0, 12, i]), fonts, size=int(np.random.default_rng(i).integers(160, 641)))
         if len(scene.boxes) == 0:
@@ -230,14 +243,13 @@ def box_accuracy(reader: Reader, fonts, n: int) -> tuple[float, float, int]:
         picture = Image.fromarray(scene.image)
         found, _ = reader.find(picture)
         truth = main_detection([Detection(tuple(map(float, b)), 1.0) for b in scene.boxes], picture.size)
-        counted += 1
-        hits += found is not None and iou(found.box, truth.box) >= 0.5
+        hits.append(bool(found is not None and iou(found.box, truth.box) >= 0.5))
         any_digit += found is not None and any(iou(found.box, tuple(map(float, b))) >= 0.5 for b in scene.boxes)
-    return hits / max(counted, 1), any_digit / max(counted, 1), counted
+    return hits, any_digit / max(len(hits), 1)
 
 
-def digit_free(reader: Reader, fonts, n: int) -> dict[str, float]:
-    """Fraction of digit-free pictures answered "no digit"."""
+def digit_free(reader: Reader, fonts, n: int) -> dict[str, list[bool]]:
+    """Whether each digit-free picture, by kind, was answered "no digit"."""
     rng = np.random.default_rng(7)
     cases = {
         "blank white": lambda: np.full((360, 480, 3), 255, np.uint8),
@@ -249,8 +261,22 @@ def digit_free(reader: Reader, fonts, n: int) -> dict[str, float]:
     out = {}
     for name, make in cases.items():
         count = n if name not in ("blank white",) else 1
-        out[name] = np.mean([reader.read(_jpeg(make(), rng)).digit is None for _ in range(count)])
+        out[name] = [reader.read(_jpeg(make(), rng)).digit is None for _ in range(count)]
     return out
+
+
+def paired(now: dict[str, list[bool]], before: dict[str, list[bool]]) -> list[tuple[str, int, int, float]]:
+    """Picture by picture against an earlier run of the suite: (name, gained, lost, one standard
+    error of gained - lost) for every list both hold with the same length. The standard error is
+    McNemar's, sqrt(gained + lost): of pictures read the same both times, none tells them apart."""
+    rows = []
+    for name, outcomes in now.items():
+        if len(before.get(name, ())) != len(outcomes):
+            continue
+        gained = sum(a and not b for a, b in zip(outcomes, before[name]))
+        lost = sum(b and not a for a, b in zip(outcomes, before[name]))
+        rows.append((name, gained, lost, float(np.sqrt(gained + lost))))
+    return rows
 
 
 def _letter(char: str, rng, fonts) -> np.ndarray:
@@ -296,6 +322,9 @@ def main() -> None:
                    help="read each real image with the model of its fold in this cross-validation folder")
     p.add_argument("--picture", default=None, help="also write the README's picture (PNG) here")
     p.add_argument("--only-picture", action="store_true", help="write the picture and stop")
+    p.add_argument("--save", default=None, metavar="JSON", help="write every picture's outcome here, for --against")
+    p.add_argument("--against", default=None, metavar="JSON",
+                   help="compare picture by picture with an earlier run's --save (gained, lost, standard error)")
     args = p.parse_args()
     fonts = tuple(find_fonts())
     locator = load_locator(args.localiser)
@@ -313,13 +342,24 @@ def main() -> None:
     as_uploaded = np.mean([ways_of(i)["localiser + views"].read(Image.fromarray(c)).digit == y
                            for i, (c, y) in enumerate(zip(images, labels))])
     print(f"original 32x32 crops, each uploaded as it is (localiser + views): {as_uploaded:.2%}")
-    photo_accuracy(ways_of, images, labels, fonts)
-    rate, any_digit, counted = box_accuracy(ways["localiser + views"], fonts, args.scenes)
-    print(f"box IoU >= 0.5 with the main digit: {rate:.2%} of {counted} rendered test scenes with digits "
+    outcomes = photo_accuracy(ways_of, images, labels, fonts)
+    hits, any_digit = box_accuracy(ways["localiser + views"], fonts, args.scenes)
+    print(f"box IoU >= 0.5 with the main digit: {np.mean(hits):.2%} of {len(hits)} rendered test scenes with digits "
           f"(with any whole digit: {any_digit:.2%})")
-    for name, value in digit_free(ways["localiser + views"], fonts, 50).items():
-        print(f"digit-free: {name:<20} answered 'no digit' {value:.0%}")
+    outcomes["box IoU >= 0.5"] = hits
+    for name, refused in digit_free(ways["localiser + views"], fonts, 50).items():
+        print(f"digit-free: {name:<20} answered 'no digit' {np.mean(refused):.0%}")
+        outcomes[f"digit-free: {name}"] = refused
     print(f"({time.perf_counter() - began:.0f} s; no-digit answer: {NO_DIGIT!r})")
+    if args.against:
+        with open(args.against) as f:
+            before = json.load(f)
+        print(f"picture by picture against {args.against} (localiser + views; +- one standard error):")
+        for name, gained, lost, se in paired(outcomes, before["outcomes"]):
+            print(f"  {name:<36} {gained - lost:+5d} ({gained} gained, {lost} lost, +-{se:.1f})")
+    if args.save:
+        Path(args.save).write_text(json.dumps({"localiser": args.localiser, "checkpoint": args.checkpoint,
+                                               "crossval": args.crossval, "outcomes": outcomes}))
     if args.picture:
         picture_sheet(ways["localiser + views"], fonts, args.picture)
 

@@ -1,0 +1,20 @@
+"""bench/photo_suite.py: comparing two runs of the suite picture by picture."""
+from __future__ import annotations
+
+import math
+
+from bench.photo_suite import paired
+
+
+def test_paired_counts_pictures_gained_and_lost_with_mcnemars_standard_error():
+    before = {"plain wall": [True, True, False, False, True], "box IoU >= 0.5": [False, True]}
+    now = {"plain wall": [True, False, True, True, True], "box IoU >= 0.5": [True, True]}
+    rows = {name: rest for name, *rest in paired(now, before)}
+    assert rows["plain wall"] == [2, 1, math.sqrt(3)]     # pictures 3 and 4 gained, 2 lost, 1 and 5 the same
+    assert rows["box IoU >= 0.5"] == [1, 0, 1.0]
+
+
+def test_paired_skips_what_the_earlier_run_lacks_or_counted_differently():
+    before = {"street scene": [True, False]}
+    now = {"street scene": [True], "rotated": [False, True]}
+    assert paired(now, before) == []
