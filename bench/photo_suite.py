@@ -279,6 +279,14 @@ def paired(now: dict[str, list[bool]], before: dict[str, list[bool]]) -> list[tu
     return rows
 
 
+def earlier_run(path: str) -> dict[str, list[bool]]:
+    """The outcomes an earlier run wrote with ``--save``; exits with a message if it cannot be read."""
+    try:
+        return json.loads(Path(path).read_text())["outcomes"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        sys.exit(f"error: --against {path}: not a file written by --save ({type(e).__name__}: {e})")
+
+
 def _letter(char: str, rng, fonts) -> np.ndarray:
     from train.synth import get_font
 
@@ -326,6 +334,7 @@ def main() -> None:
     p.add_argument("--against", default=None, metavar="JSON",
                    help="compare picture by picture with an earlier run's --save (gained, lost, standard error)")
     args = p.parse_args()
+    before = earlier_run(args.against) if args.against else None
     fonts = tuple(find_fonts())
     locator = load_locator(args.localiser)
     ways = readers(args.checkpoint, locator)
@@ -351,11 +360,9 @@ def main() -> None:
         print(f"digit-free: {name:<20} answered 'no digit' {np.mean(refused):.0%}")
         outcomes[f"digit-free: {name}"] = refused
     print(f"({time.perf_counter() - began:.0f} s; no-digit answer: {NO_DIGIT!r})")
-    if args.against:
-        with open(args.against) as f:
-            before = json.load(f)
+    if before is not None:
         print(f"picture by picture against {args.against} (localiser + views; +- one standard error):")
-        for name, gained, lost, se in paired(outcomes, before["outcomes"]):
+        for name, gained, lost, se in paired(outcomes, before):
             print(f"  {name:<36} {gained - lost:+5d} ({gained} gained, {lost} lost, +-{se:.1f})")
     if args.save:
         Path(args.save).write_text(json.dumps({"localiser": args.localiser, "checkpoint": args.checkpoint,

@@ -1,9 +1,12 @@
 """bench/photo_suite.py: comparing two runs of the suite picture by picture."""
 from __future__ import annotations
 
+import json
 import math
 
-from bench.photo_suite import paired
+import pytest
+
+from bench.photo_suite import earlier_run, paired
 
 
 def test_paired_counts_pictures_gained_and_lost_with_mcnemars_standard_error():
@@ -18,3 +21,13 @@ def test_paired_skips_what_the_earlier_run_lacks_or_counted_differently():
     before = {"street scene": [True, False]}
     now = {"street scene": [True], "rotated": [False, True]}
     assert paired(now, before) == []
+
+
+def test_an_earlier_run_is_read_back_and_a_foreign_file_refused_with_a_message(tmp_path):
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps({"localiser": "x.pt", "outcomes": {"plain wall": [True, False]}}))
+    assert earlier_run(str(saved)) == {"plain wall": [True, False]}
+    (tmp_path / "other.json").write_text("[1, 2]")
+    for bad in ("other.json", "missing.json"):
+        with pytest.raises(SystemExit, match="not a file written by --save"):
+            earlier_run(str(tmp_path / bad))

@@ -332,9 +332,9 @@ def load_init(net: torch.nn.Module, path: str) -> None:
     arch = ckpt["arch"]
     depth, width = len(net.stages[0]) - 1, net.stages[0][0].conv1.out_channels
     if arch.get("arch") != "locnet" or arch["width"] != width or arch["depth"] > depth:
-        raise CheckpointError(f"--init {path} is {arch.get('arch')} depth {arch.get('depth')} width {arch.get('width')}; "
-                         f"this run is locnet depth {depth} width {width}: the width must be the same and the "
-                         f"depth at most this run's.")
+        raise CheckpointError(f"--init {path} is {arch.get('arch')} depth {arch.get('depth')} width "
+                              f"{arch.get('width')}; this run is locnet depth {depth} width {width}: the width "
+                              f"must be the same and the depth at most this run's.")
     net.load_state_dict(ckpt["state_dict"], strict=arch["depth"] == depth)   # growing: the added blocks are missing
     with torch.no_grad():
         for stage in net.stages:
