@@ -177,7 +177,7 @@ def test_the_localiser_int8_is_calibrated_on_scenes_checked_and_chosen(tmp_path,
     ckpt = tmp_path / "localiser.pt"
     shutil.copyfile(SHIPPED_LOCALISER, ckpt)
     check = make_int8(ckpt)
-    assert check["passed"] and check["agreement"] >= 0.9 and "validation split, 400 scenes" in check["data"]
+    assert check["passed"] and check["agreement"] >= 0.9 and "validation split, 1000 scenes" in check["data"]
     predictor = load_predictor(ckpt)
     assert predictor.precision == "int8" and "rendered scenes" in predictor.quantization["calibration"]
     graph = onnx.load(str(onnx_path_for(ckpt))).graph
