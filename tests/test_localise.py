@@ -162,27 +162,26 @@ def test_scene_caches_are_named_by_renderer_version(tmp_path, monkeypatch):
     assert len(list((tmp_path / "scenes").glob("*.npz"))) == 2
 
 
-def _locnet(depth: int, width: int = 4) -> torch.nn.Module:
-    return build_network(ArchConfig(arch="locnet", depth=depth, width=width, num_classes=len(OUTPUTS)))
+def _arch(depth: int, width: int = 4) -> ArchConfig:
+    return ArchConfig(arch="locnet", depth=depth, width=width, num_classes=len(OUTPUTS))
 
 
 def _saved(net: torch.nn.Module, depth: int, width: int, path) -> str:
-    arch = ArchConfig(arch="locnet", depth=depth, width=width, num_classes=len(OUTPUTS))
-    save_checkpoint(make_checkpoint(arch, net.state_dict(), dataset="scenes", class_names=list(OUTPUTS),
-                                    input_size=(128, 128), mean=MEAN, std=STD), path)
+    save_checkpoint(make_checkpoint(_arch(depth, width), net.state_dict(), dataset="scenes",
+                                    class_names=list(OUTPUTS), input_size=(128, 128), mean=MEAN, std=STD), path)
     return str(path)
 
 
 def test_init_grows_a_shallower_localiser_into_a_deeper_one_that_computes_the_same(tmp_path):
     torch.manual_seed(0)
-    shallow = _locnet(depth=1)
+    shallow = build_network(_arch(depth=1))
     with torch.no_grad():                       # trained-looking batch-norm statistics, not the identity
         for m in shallow.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0), m.weight.uniform_(0.5, 1.5)
     path = _saved(shallow, 1, 4, tmp_path / "shallow.pt")
-    deep = _locnet(depth=2)
-    localise.load_init(deep, path)
+    deep = build_network(_arch(depth=2))
+    localise.load_init(deep, _arch(depth=2), path)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(deep.eval()(x), shallow.eval()(x), atol=1e-5)
@@ -194,7 +193,7 @@ def test_init_grows_a_shallower_localiser_into_a_deeper_one_that_computes_the_sa
 
 @pytest.mark.parametrize("run_args", [["--width", "8"], ["--depth", "1"]])
 def test_init_refuses_another_width_or_a_deeper_localiser_with_a_message(tmp_path, capsys, run_args):
-    path = _saved(_locnet(depth=2), 2, 4, tmp_path / "deep.pt")
+    path = _saved(build_network(_arch(depth=2)), 2, 4, tmp_path / "deep.pt")
     args = ["--init", path, "--width", "4", "--depth", "2", *run_args, "--out", str(tmp_path / "run"),
             "--data-dir", str(tmp_path / "data")]
     assert localise.main(args) == 2

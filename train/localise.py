@@ -317,8 +317,8 @@ def _checkpoint(net, cfg: LocaliserConfig, epoch: int, metrics: dict, state: dic
                            train_config=asdict(cfg), epoch=epoch, training_state=state)
 
 
-def load_init(net: torch.nn.Module, path: str) -> None:
-    """Start ``net`` (a LocNet) from the weights of the localiser at ``path``.
+def load_init(net: torch.nn.Module, arch: ArchConfig, path: str) -> None:
+    """Start ``net`` (the LocNet ``arch`` builds) from the weights of the localiser at ``path``.
 
     A shallower LocNet of the same width grows into a deeper one, as Net2DeeperNet does (Chen et al.,
     "Net2Net", 2016): each stage's added blocks start with their last convolution zero, so that they
@@ -329,16 +329,15 @@ def load_init(net: torch.nn.Module, path: str) -> None:
         CheckpointError: naming both, if the widths differ or the checkpoint is deeper than ``net``.
     """
     ckpt = load_checkpoint(path)
-    arch = ckpt["arch"]
-    depth, width = len(net.stages[0]) - 1, net.stages[0][0].conv1.out_channels
-    if arch.get("arch") != "locnet" or arch["width"] != width or arch["depth"] > depth:
-        raise CheckpointError(f"--init {path} is {arch.get('arch')} depth {arch.get('depth')} width "
-                              f"{arch.get('width')}; this run is locnet depth {depth} width {width}: the width "
-                              f"must be the same and the depth at most this run's.")
-    net.load_state_dict(ckpt["state_dict"], strict=arch["depth"] == depth)   # growing: the added blocks are missing
+    held = ArchConfig.from_dict(ckpt["arch"])
+    if held.arch != "locnet" or held.width != arch.width or held.depth > arch.depth:
+        raise CheckpointError(f"--init {path} is {held.arch} depth {held.depth} width {held.width}; this run is "
+                              f"locnet depth {arch.depth} width {arch.width}: the width must be the same and the "
+                              f"depth at most this run's.")
+    net.load_state_dict(ckpt["state_dict"], strict=held.depth == arch.depth)   # growing: the added blocks are missing
     with torch.no_grad():
         for stage in net.stages:
-            for block in stage[1 + arch["depth"]:]:
+            for block in stage[1 + held.depth:]:
                 block.conv2.weight.zero_()
 
 
@@ -346,10 +345,11 @@ def train(cfg: LocaliserConfig, resume: str | None = None) -> Path:
     """Run (or resume) a localiser training; returns the path of ``best.pt``."""
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
-    net = build_network(ArchConfig(arch="locnet", depth=cfg.depth, width=cfg.width, num_classes=len(OUTPUTS)))
+    arch = ArchConfig(arch="locnet", depth=cfg.depth, width=cfg.width, num_classes=len(OUTPUTS))
+    net = build_network(arch)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.init:
-        load_init(net, cfg.init)
+        load_init(net, arch, cfg.init)
     train_data = concatenate([load_scenes(cfg, "train", cfg.scenes, seed) for seed in cfg.data_seeds])
     val_data = load_scenes(cfg, "val", cfg.val_scenes, cfg.seed)
     steps_per_epoch = len(train_data["x"]) // cfg.batch_size
