@@ -59,6 +59,7 @@ from train.scenes import _draw_clutter, _draw_letters, _wall, render_scene  # no
 from train.synth import find_fonts  # noqa: E402
 
 WAYS = ("centred crop", "views only", "localiser", "localiser + views", "loc + views, max")
+SERVED = "localiser + views"   # the way the server reads
 
 
 def _jpeg(image: np.ndarray, rng: np.random.Generator) -> Image.Image:
@@ -171,7 +172,7 @@ def readers(checkpoint: str | Path, locator: Predictor) -> dict[str, Reader]:
         "centred crop": Reader(classifier.predict, None, views=VIEWS[:1], **common),
         "views only": WholePicture(classifier.predict, None, **common),
         "localiser": Reader(classifier.predict, locator.forward, views=VIEWS[:1], **common),
-        "localiser + views": Reader(classifier.predict, locator.forward, **common),
+        SERVED: Reader(classifier.predict, locator.forward, **common),
         "loc + views, max": Reader(classifier.predict, locator.forward, combine="most confident", **common),
     }
 
@@ -179,7 +180,7 @@ def readers(checkpoint: str | Path, locator: Predictor) -> dict[str, Reader]:
 def photo_accuracy(ways_of: Callable[[int], dict[str, Reader]], images: np.ndarray, labels: np.ndarray, fonts
                    ) -> dict[str, list[bool]]:
     """Each variant of each real image read every way; ``ways_of(i)``: the readers for image i.
-    Returns, for each variant, whether the served way ("localiser + views") read each image right."""
+    Returns, for each variant, whether the served way (``SERVED``) read each image right."""
     served = {}
     print(f"{'variant (541 real SVHN digits)':<36}" + "".join(f"{w:>19}" for w in WAYS) + "   refused (loc+views)")
     for name, make in VARIANTS.items():
@@ -191,8 +192,8 @@ def photo_accuracy(ways_of: Callable[[int], dict[str, Reader]], images: np.ndarr
             for way, reader in ways_of(i).items():
                 r = reader.read(picture)
                 right[way] += r.digit == label
-                refused += way == "localiser + views" and r.digit is None
-                if way == "localiser + views":
+                if way == SERVED:
+                    refused += r.digit is None
                     served[name].append(bool(r.digit == label))
         n = len(labels)
         print(f"{name:<36}" + "".join(f"{right[w] / n:>18.2%} " for w in WAYS) + f"   {refused / n:>8.2%}")
@@ -339,7 +340,7 @@ def main() -> None:
     locator = load_locator(args.localiser)
     ways = readers(args.checkpoint, locator)
     if args.only_picture:
-        picture_sheet(ways["localiser + views"], fonts, args.picture or "reading.png")
+        picture_sheet(ways[SERVED], fonts, args.picture or "reading.png")
         return
     with np.load(args.npz) as f:
         images, labels = f["x"], f["y"]
@@ -348,15 +349,15 @@ def main() -> None:
     began = time.perf_counter()
     print(f"original 32x32 crops, classifier alone: {original_accuracy(ways_of, images, labels):.2%} "
           f"({len(labels)} images; {who})")
-    as_uploaded = np.mean([ways_of(i)["localiser + views"].read(Image.fromarray(c)).digit == y
+    as_uploaded = np.mean([ways_of(i)[SERVED].read(Image.fromarray(c)).digit == y
                            for i, (c, y) in enumerate(zip(images, labels))])
     print(f"original 32x32 crops, each uploaded as it is (localiser + views): {as_uploaded:.2%}")
     outcomes = photo_accuracy(ways_of, images, labels, fonts)
-    hits, any_digit = box_accuracy(ways["localiser + views"], fonts, args.scenes)
+    hits, any_digit = box_accuracy(ways[SERVED], fonts, args.scenes)
     print(f"box IoU >= 0.5 with the main digit: {np.mean(hits):.2%} of {len(hits)} rendered test scenes with digits "
           f"(with any whole digit: {any_digit:.2%})")
     outcomes["box IoU >= 0.5"] = hits
-    for name, refused in digit_free(ways["localiser + views"], fonts, 50).items():
+    for name, refused in digit_free(ways[SERVED], fonts, 50).items():
         print(f"digit-free: {name:<20} answered 'no digit' {np.mean(refused):.0%}")
         outcomes[f"digit-free: {name}"] = refused
     print(f"({time.perf_counter() - began:.0f} s; no-digit answer: {NO_DIGIT!r})")
@@ -368,7 +369,7 @@ def main() -> None:
         Path(args.save).write_text(json.dumps({"localiser": args.localiser, "checkpoint": args.checkpoint,
                                                "crossval": args.crossval, "outcomes": outcomes}))
     if args.picture:
-        picture_sheet(ways["localiser + views"], fonts, args.picture)
+        picture_sheet(ways[SERVED], fonts, args.picture)
 
 
 if __name__ == "__main__":
