@@ -14,8 +14,8 @@ benches and the command line (``python -m model.reading PHOTO|FOLDER ... [--json
    When the digit found fills much of the picture (a tight crop), the square around the whole
    picture is the second view instead of the zooms and shifts (they would run off the picture,
    into repeated edge pixels: measured 3 points worse on tight photos).
-   When it finds none, the whole picture is read and kept only if the classifier is very sure;
-   otherwise the answer is "no digit here" (``digit`` None, with a ``reason``).
+   When it finds none, the answer is "no digit here" (``digit`` None, with a ``reason``); the
+   classifier does not read the whole picture then (that fallback called large letters digits).
 2. **Frame**: SVHN's crops widen a digit's box to a square around it, keeping its neighbours at
    the sides; ``frame_views`` cuts that square (``FRAME_SCALE`` x the box's longer side) from the
    picture, continuing the picture's edge where the square runs past it, plus the ``VIEWS``: small
@@ -44,7 +44,6 @@ from model.preprocess import Photo, decode_picture, fit_to_input, normalize, to_
 
 FIND_THRESHOLD = 0.3     # lowest localiser score that counts as a digit (see bench/photo_suite.py)
 TIGHT_FRACTION = 0.5     # a digit at least this tall (or wide) a part of the picture: the picture is a tight crop
-WHOLE_PICTURE_MIN = 0.9  # with nothing found, the whole picture is read and kept only this confident
 SURE = 0.9               # a first view this confident is the answer; below it, all the views are read
 FRAME_SCALE = 1.0        # square side / the box's longer side (SVHN: the box widened to a square)
 OTHER_MAX_IOU = 0.3      # detections overlapping the main one more than this are the same digit
@@ -216,13 +215,10 @@ class Reader:
             box, source = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2), "picture"
         elif box is None:
             main, found = self.find(picture)
+            if main is None:       # nothing is read: a sure whole-picture read was mostly a letter (docs/reading.md)
+                seen = fit_to_input(picture, self.input_size, "crop")
+                return Reading(None, 0.0, np.zeros(0, np.float32), None, 0, NO_DIGIT, seen, "localiser", 0)
             whole = (0.0, 0.0, float(picture.width), float(picture.height))
-            if main is None:
-                probs, views = self._read_views(frame_views(picture, whole, self.input_size, self.views[:1]))
-                if probs.max() < WHOLE_PICTURE_MIN:
-                    seen = fit_to_input(picture, self.input_size, "crop")
-                    return Reading(None, 0.0, np.zeros(0, np.float32), None, 0, NO_DIGIT, seen, "localiser", 0)
-                return self._reading(probs, views, whole, picture.size, 0, "picture")
             others = sum(1 for d in found if d is not main and iou(d.box, main.box) <= OTHER_MAX_IOU)
             tight = is_tight(main.box, picture.size)   # zooms and shifts would run off the picture
             probs, views = self._read_when_unsure(picture, main.box, extra=whole if tight else None)
@@ -241,10 +237,6 @@ class Reader:
                     else frame_views(picture, box, self.input_size, self.views[1:]))
             each, views = np.concatenate([each, self._classify(more)]), views + more
         return self._combine(each), views
-
-    def _read_views(self, views: list[Image.Image]) -> tuple[np.ndarray, list[Image.Image]]:
-        """The views' probabilities combined (classes,), read in one batch."""
-        return self._combine(self._classify(views)), views
 
     def _classify(self, views: list[Image.Image]) -> np.ndarray:
         """Probabilities (V, classes) of the views, in one batch."""

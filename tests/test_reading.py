@@ -151,19 +151,19 @@ def test_other_digits_are_counted_and_the_central_one_read():
     assert r.others == 2 and r.box[0] < 128 < r.box[2]
 
 
-def test_no_digit_found_says_so_unless_the_whole_picture_is_a_sure_digit():
-    classify = Recorder()                      # answers 3 with 0.82: not sure enough
-    r = Reader(classify, _locate_peaks(), (32, 32), MEAN, STD).read(_picture())
-    assert r.digit is None and r.reason == NO_DIGIT and r.box is None and r.confidence == 0
-    assert [b.shape[0] for b in classify.batches] == [1], "the whole picture was read once"
+def test_no_digit_found_says_so_even_when_the_whole_picture_would_read_as_a_sure_digit():
+    classify = Recorder()
 
-    def sure(batch):
+    def sure(batch):                           # the whole picture would be a sure 8 (a large letter often is)
+        classify(batch)
         probs = np.full((len(batch), 10), 0.001, np.float32)
         probs[:, 8] = 0.991
         return probs
 
     r = Reader(sure, _locate_peaks(), (32, 32), MEAN, STD).read(_picture(200, 300))
-    assert r.digit == 8 and r.box == (0, 0, 200, 300) and r.source == "picture"
+    assert r.digit is None and r.reason == NO_DIGIT and r.box is None and r.confidence == 0
+    assert r.source == "localiser" and r.views == 0 and r.seen.size == (32, 32)
+    assert classify.batches == [], "nothing found: the classifier is not asked"
 
 
 def test_a_digit_filling_the_picture_is_read_in_its_square_then_the_whole_picture_when_unsure():
