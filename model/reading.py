@@ -16,6 +16,7 @@ benches and the command line (``python -m model.reading PHOTO|FOLDER ... [--json
    into repeated edge pixels: measured 3 points worse on tight photos).
    When it finds none, the answer is "no digit here" (``digit`` None, with a ``reason``); the
    classifier does not read the whole picture then (that fallback called large letters digits).
+   A weak find (score under ``WEAK_FIND``) read less than ``WEAK_READ`` sure is no digit too.
 2. **Frame**: SVHN's crops widen a digit's box to a square around it, keeping its neighbours at
    the sides; ``frame_views`` cuts that square (``FRAME_SCALE`` x the box's longer side) from the
    picture, continuing the picture's edge where the square runs past it, plus the ``VIEWS``: small
@@ -43,6 +44,8 @@ from model.localiser import Detection, decode, iou, letterbox, main_detection, m
 from model.preprocess import Photo, decode_picture, fit_to_input, normalize, to_rgb, whole_pixels
 
 FIND_THRESHOLD = 0.3     # lowest localiser score that counts as a digit (see bench/photo_suite.py)
+WEAK_FIND = 0.5          # a main digit found less sure than this ...
+WEAK_READ = 0.5          # ... and read less sure than this is no digit (letters, mostly; docs/reading.md)
 TIGHT_FRACTION = 0.5     # a digit at least this tall (or wide) a part of the picture: the picture is a tight crop
 SURE = 0.9               # a first view this confident is the answer; below it, all the views are read
 FRAME_SCALE = 1.0        # square side / the box's longer side (SVHN: the box widened to a square)
@@ -222,6 +225,8 @@ class Reader:
             others = sum(1 for d in found if d is not main and iou(d.box, main.box) <= OTHER_MAX_IOU)
             tight = is_tight(main.box, picture.size)   # zooms and shifts would run off the picture
             probs, views = self._read_when_unsure(picture, main.box, extra=whole if tight else None)
+            if main.score < WEAK_FIND and probs.max() < WEAK_READ:   # a faint mark that does not read as a digit
+                return Reading(None, 0.0, np.zeros(0, np.float32), None, 0, NO_DIGIT, views[0], "localiser", len(views))
             return self._reading(probs, views, main.box, picture.size, others, "localiser")
         probs, views = self._read_when_unsure(picture, box)
         return self._reading(probs, views, box, picture.size, others, source)

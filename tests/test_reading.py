@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from model import reading
 from model.localiser import HEAT, INPUT_SIZE, LOG_H, LOG_W, OUTPUTS, STRIDE, main_detection
-from model.reading import NO_DIGIT, VIEWS, Reader, cut, frame_views, square_around
+from model.reading import FIND_THRESHOLD, NO_DIGIT, VIEWS, WEAK_FIND, WEAK_READ, Reader, cut, frame_views, square_around
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_LOCALISER = REPO / "checkpoints" / "localiser.pt"
@@ -60,16 +60,16 @@ class Recorder:
         return probs
 
 
-def _locate_peaks(*peaks, size=INPUT_SIZE):
+def _locate_peaks(*peaks, size=INPUT_SIZE, heat=6.0):
     """A fake localiser whose maps hold a digit centre at each (row, col, width, height) in cells
-    when its input is ``size`` square, and nothing at other sizes."""
+    when its input is ``size`` square, and nothing at other sizes; ``heat`` is the peaks' logit."""
     def locate(batch):
         assert batch.shape[:2] == (1, 3) and batch.shape[2] == batch.shape[3] and batch.shape[2] % 32 == 0
         grid = batch.shape[2] // STRIDE
         maps = np.zeros((1, len(OUTPUTS), grid, grid), np.float32)
         maps[0, HEAT] = -9
         for row, col, w, h in peaks if batch.shape[2] == size else ():
-            maps[0, HEAT, row, col] = 6
+            maps[0, HEAT, row, col] = heat
             maps[0, LOG_W, row, col], maps[0, LOG_H, row, col] = np.log(w), np.log(h)
         return maps
     return locate
@@ -164,6 +164,29 @@ def test_no_digit_found_says_so_even_when_the_whole_picture_would_read_as_a_sure
     assert r.digit is None and r.reason == NO_DIGIT and r.box is None and r.confidence == 0
     assert r.source == "localiser" and r.views == 0 and r.seen.size == (32, 32)
     assert classify.batches == [], "nothing found: the classifier is not asked"
+
+
+def _answers(digit, confidence):
+    def classify(batch):
+        probs = np.full((len(batch), 10), (1 - confidence) / 9, np.float32)
+        probs[:, digit] = confidence
+        return probs
+    return classify
+
+
+def test_a_weak_find_read_without_confidence_is_no_digit():
+    weak = np.log(0.4 / 0.6)                   # a find scored 0.4: above FIND_THRESHOLD, under WEAK_FIND
+    assert FIND_THRESHOLD < 0.4 < WEAK_FIND and 0.3 < WEAK_READ < 0.6
+    r = Reader(_answers(5, 0.3), _locate_peaks((16, 16, 4, 8), heat=weak), (32, 32), MEAN, STD).read(_picture())
+    assert r.digit is None and r.reason == NO_DIGIT and r.box is None and r.source == "localiser"
+    # the same weak find read surely, or a strong find read unsurely: a digit
+    r = Reader(_answers(5, 0.6), _locate_peaks((16, 16, 4, 8), heat=weak), (32, 32), MEAN, STD).read(_picture())
+    assert r.digit == 5 and r.box is not None
+    r = Reader(_answers(5, 0.3), _locate_peaks((16, 16, 4, 8)), (32, 32), MEAN, STD).read(_picture())
+    assert r.digit == 5 and r.box is not None
+    # a box the person drew is always read
+    r = Reader(_answers(5, 0.3), _locate_peaks(), (32, 32), MEAN, STD).read(_picture(), box=(10, 10, 40, 60))
+    assert r.digit == 5 and r.source == "user"
 
 
 def test_a_digit_filling_the_picture_is_read_in_its_square_then_the_whole_picture_when_unsure():
