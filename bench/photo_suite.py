@@ -5,7 +5,8 @@ variant: enlarged as a tight square photo; cut as a tight tall box (aspect 1.3 t
 central digit and enlarged; enlarged 2-4x and placed anywhere in a 3-6x larger portrait or
 landscape frame over a plain wall, a textured wall (brick, siding, plaster), a rendered street
 scene with letters, or other real crops blurred; the same frame rotated by 2-6 degrees; the plain
-wall frame enlarged to a 12-megapixel phone photo (4032 px on its longer side). Every picture is
+wall frame enlarged to a 12-megapixel phone photo (4032 px on its longer side); the plain wall frame
+badly lit (underexposed, uneven, a warm cast, sensor noise). Every picture is
 saved as a JPEG (quality 80-95) and decoded again as an upload is (the phone photo at half scale). Each picture is read
 by the serving pipeline (``model.reading``, ONNX Runtime) five ways: today's centred crop (one
 view of the centred square), views only (no localiser: the square around the whole picture,
@@ -138,6 +139,22 @@ def _as_phone_photo(make, long_side: int = 4032):
     return enlarged
 
 
+def _badly_lit(make):
+    """The same picture taken in poor light: underexposed (0.3 to 0.6 of the light), the light
+    falling off across it, a warm cast (tungsten or sodium lamps) and a dim sensor's noise."""
+    def dim(crop, rng, others, fonts):
+        picture = make(crop, rng, others, fonts).astype(np.float32) / 255
+        h, w = picture.shape[:2]
+        angle = float(rng.uniform(0, 2 * np.pi))
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        ramp = ((xx - w / 2) * np.cos(angle) + (yy - h / 2) * np.sin(angle)) / max(h, w)   # about -0.5 to 0.5
+        light = float(rng.uniform(0.3, 0.6)) * (1 + float(rng.uniform(0.6, 1.4)) * ramp)
+        cast = np.array([1.0, rng.uniform(0.8, 0.95), rng.uniform(0.55, 0.8)], np.float32)
+        picture = picture * light[..., None] * cast + rng.normal(0, rng.uniform(0.015, 0.04), picture.shape)
+        return np.clip(picture * 255, 0, 255).astype(np.uint8)
+    return dim
+
+
 VARIANTS = {
     "tight square photo (3-8x)": tight_square,
     "tight tall box (aspect 1.3-2.2)": tall_box,
@@ -147,9 +164,12 @@ VARIANTS = {
     "in a 3-6x frame: blurred crops": _in_frame("blurred crops"),
     "in a 3-6x frame, rotated 2-6 deg": _in_frame("textured wall", rotate=True),
     "plain wall frame as a 12 MP photo": _as_phone_photo(_in_frame("plain wall")),
+    "plain wall frame, badly lit": _badly_lit(_in_frame("plain wall")),
 }
-# the phone photo is the plain wall frame, picture for picture (same seeds), enlarged: a paired comparison
-SEED_OF = {"plain wall frame as a 12 MP photo": list(VARIANTS).index("in a 3-6x frame: plain wall")}
+# the phone photo and the badly lit one are the plain wall frame, picture for picture (same seeds),
+# enlarged or dimmed: paired comparisons
+SEED_OF = {name: list(VARIANTS).index("in a 3-6x frame: plain wall")
+           for name in ("plain wall frame as a 12 MP photo", "plain wall frame, badly lit")}
 
 
 def load_locator(localiser: str) -> Predictor:

@@ -1,12 +1,29 @@
-"""bench/photo_suite.py: comparing two runs of the suite picture by picture."""
+"""bench/photo_suite.py: its paired variants, and comparing two runs of the suite picture by picture."""
 from __future__ import annotations
 
 import json
 import math
 
+import numpy as np
 import pytest
 
-from bench.photo_suite import earlier_run, paired
+from bench.photo_suite import SEED_OF, VARIANTS, earlier_run, paired
+
+
+def test_the_badly_lit_photo_is_the_plain_wall_frame_dimmed_picture_for_picture():
+    crop = np.zeros((32, 32, 3), np.uint8)
+    crop[8:24, 8:24] = 255                           # a white square on black: where it lands shows
+    others = np.stack([crop] * 3)
+    name, plain = "plain wall frame, badly lit", "in a 3-6x frame: plain wall"
+    assert SEED_OF[name] == list(VARIANTS).index(plain)
+    for i in range(5):
+        lit = VARIANTS[plain](crop, np.random.default_rng([2026, i, 2]), others, ()).astype(np.float64)
+        dim = VARIANTS[name](crop, np.random.default_rng([2026, i, 2]), others, ()).astype(np.float64)
+        assert dim.shape == lit.shape
+        assert dim.mean() < 0.7 * lit.mean(), "underexposed"
+        assert dim[..., 2].sum() / lit[..., 2].sum() < dim[..., 0].sum() / lit[..., 0].sum(), "a warm cast"
+        black = lit.mean(axis=2) < 10                # the crop's black border, in the same place
+        assert black.any() and dim[black].mean() < 0.5 * dim[~black].mean()
 
 
 def test_paired_counts_pictures_gained_and_lost_with_mcnemars_standard_error():
