@@ -219,14 +219,13 @@ class Reader:
         elif box is None:
             main, found = self.find(picture)
             if main is None:       # nothing is read: a sure whole-picture read was mostly a letter (docs/reading.md)
-                seen = fit_to_input(picture, self.input_size, "crop")
-                return Reading(None, 0.0, np.zeros(0, np.float32), None, 0, NO_DIGIT, seen, "localiser", 0)
+                return self._no_digit(fit_to_input(picture, self.input_size, "crop"), 0)
             whole = (0.0, 0.0, float(picture.width), float(picture.height))
             others = sum(1 for d in found if d is not main and iou(d.box, main.box) <= OTHER_MAX_IOU)
             tight = is_tight(main.box, picture.size)   # zooms and shifts would run off the picture
             probs, views = self._read_when_unsure(picture, main.box, extra=whole if tight else None)
             if main.score < WEAK_FIND and probs.max() < WEAK_READ:   # a faint mark that does not read as a digit
-                return Reading(None, 0.0, np.zeros(0, np.float32), None, 0, NO_DIGIT, views[0], "localiser", len(views))
+                return self._no_digit(views[0], len(views))
             return self._reading(probs, views, main.box, picture.size, others, "localiser")
         probs, views = self._read_when_unsure(picture, box)
         return self._reading(probs, views, box, picture.size, others, source)
@@ -252,6 +251,11 @@ class Reader:
         """One answer (classes,) from the views' probabilities (V, classes), by ``combine``."""
         probs = each.mean(axis=0) if self.combine == "mean" else each[each.max(axis=1).argmax()]
         return probs / probs.sum()
+
+    @staticmethod
+    def _no_digit(seen: Image.Image, views: int) -> Reading:
+        """The "no digit here" answer; ``seen``: what to show as the network's view."""
+        return Reading(None, 0.0, np.zeros(0, np.float32), None, 0, NO_DIGIT, seen, "localiser", views)
 
     @staticmethod
     def _reading(probs: np.ndarray, views: list[Image.Image], box: Box, size: Sequence[int], others: int,
