@@ -47,6 +47,15 @@ def test_each_view_is_an_input_sized_picture():
     assert len({v.tobytes() for v in views}) == len(VIEWS), "zooms and shifts must differ"
 
 
+def _answers(digit, confidence):
+    """A fake classifier: ``digit`` with ``confidence`` for every view, the rest shared evenly."""
+    def classify(batch):
+        probs = np.full((len(batch), 10), (1 - confidence) / 9, np.float32)
+        probs[:, digit] = confidence
+        return probs
+    return classify
+
+
 class Recorder:
     """A fake classifier: records its batches, answers digit 3 for every view."""
 
@@ -55,9 +64,7 @@ class Recorder:
 
     def __call__(self, batch):
         self.batches.append(batch)
-        probs = np.full((len(batch), 10), 0.02, np.float32)
-        probs[:, 3] = 0.82
-        return probs
+        return _answers(3, 0.82)(batch)
 
 
 def _locate_peaks(*peaks, size=INPUT_SIZE, heat=6.0):
@@ -134,13 +141,9 @@ def test_a_small_digit_the_first_look_missed_is_found_by_the_finer_look():
 
 
 def test_a_sure_first_view_is_the_answer():
-    def sure(batch):
-        probs = np.full((len(batch), 10), 0.005, np.float32)
-        probs[:, 6] = 0.955
-        return probs
-
     calls = []
-    reader = Reader(lambda b: calls.append(len(b)) or sure(b), _locate_peaks((16, 16, 4, 8)), (32, 32), MEAN, STD)
+    reader = Reader(lambda b: calls.append(len(b)) or _answers(6, 0.955)(b), _locate_peaks((16, 16, 4, 8)), (32, 32),
+                    MEAN, STD)
     r = reader.read(_picture())
     assert r.digit == 6 and calls == [1] and r.views == 1
 
@@ -152,26 +155,12 @@ def test_other_digits_are_counted_and_the_central_one_read():
 
 
 def test_no_digit_found_says_so_even_when_the_whole_picture_would_read_as_a_sure_digit():
-    classify = Recorder()
-
-    def sure(batch):                           # the whole picture would be a sure 8 (a large letter often is)
-        classify(batch)
-        probs = np.full((len(batch), 10), 0.001, np.float32)
-        probs[:, 8] = 0.991
-        return probs
-
-    r = Reader(sure, _locate_peaks(), (32, 32), MEAN, STD).read(_picture(200, 300))
+    calls = []                                 # the whole picture would be a sure 8 (a large letter often is)
+    sure = _answers(8, 0.991)
+    r = Reader(lambda b: calls.append(len(b)) or sure(b), _locate_peaks(), (32, 32), MEAN, STD).read(_picture(200, 300))
     assert r.digit is None and r.reason == NO_DIGIT and r.box is None and r.confidence == 0
     assert r.source == "localiser" and r.views == 0 and r.seen.size == (32, 32)
-    assert classify.batches == [], "nothing found: the classifier is not asked"
-
-
-def _answers(digit, confidence):
-    def classify(batch):
-        probs = np.full((len(batch), 10), (1 - confidence) / 9, np.float32)
-        probs[:, digit] = confidence
-        return probs
-    return classify
+    assert calls == [], "nothing found: the classifier is not asked"
 
 
 def test_a_weak_find_read_without_confidence_is_no_digit():
