@@ -39,7 +39,7 @@ class Prediction:
     image_size: list[int]         # [width, height] of the picture after EXIF rotation
     others: int                   # how many other digits were seen besides the one read
     reason: str | None            # why digit is None; None when a digit was read
-    source: str                   # where the box came from: "localiser" or "user"
+    source: str                   # where the box came from: "localiser", "user" or "picture" (--localiser none)
 
     @property
     def low_confidence(self) -> bool:
@@ -100,7 +100,7 @@ class Classifier:
                           input_image=png_data_url(reading.seen),
                           box=None if reading.box is None else list(reading.box),
                           image_size=list(upload.size), others=reading.others, reason=reading.reason,
-                          source="localiser" if reading.source == "picture" else reading.source)
+                          source=reading.source)
 
     def close(self) -> None:
         self.batcher.close()

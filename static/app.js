@@ -29,6 +29,7 @@
   const TAP_PX = 8;          // a press that moves less than this on screen is a tap, not a box
   const TAG_ROOM_PX = 24;    // room the box's tag needs above or below the box
   const TAGS = { localiser: "Found here", user: "Your box", edit: "Your box: Enter reads it", drawing: "" };
+  const WHERE = { user: "your box", picture: "the centre of the picture" };   // the result's "source"
 
   let currentFile = null;
   let previewUrl = null;
@@ -193,7 +194,7 @@
     $("where").hidden = !data.box;
     $("where-box").textContent = data.box ? data.box.join(",") : "";
     $("where-size").textContent = data.image_size.join(" × ");
-    $("where-source").textContent = data.source === "user" ? "your box" : "found automatically";
+    $("where-source").textContent = WHERE[data.source] || "found automatically";
     $("seen").src = data.input_image;
     const probabilities = data.probabilities || [];
     document.querySelectorAll("#bars .bar-row").forEach(function (row) {
@@ -205,11 +206,12 @@
     });
     imageSize = data.image_size;
     const source = data.source === "user" ? "user" : "localiser";
-    shown = { box: data.box, source: source, tag: source === "user" ? "Your box: " + (found ? data.digit : "no digit") : "" };
+    shown = { box: data.box, source: source,
+              tag: source === "user" ? "Your box: " + (found ? data.digit : "no digit") : data.source === "picture" ? "Read here" : "" };
     restoreBox();
     draw.tabIndex = 0;
     draw.setAttribute("aria-label", "Your picture, " + imageSize[0] + " by " + imageSize[1] + " pixels" +
-      (data.box ? ", box " + (data.source === "user" ? "you drew" : "found") + " at " + describe(data.box) : "") +
+      (data.box ? ", box " + (data.source === "user" ? "you drew" : data.source === "picture" ? "read" : "found") + " at " + describe(data.box) : "") +
       ". Drag a box around the digit, or use the arrow keys, to read it there.");
     result.hidden = false;
     $("placeholder").hidden = true;

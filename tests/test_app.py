@@ -353,6 +353,18 @@ def test_config_layers_environment_then_test_config(monkeypatch, served_checkpoi
     app.extensions["classifier"].close()
 
 
+def test_without_a_localiser_the_answer_says_it_read_the_centred_square(served_checkpoint):
+    app = create_app({"TESTING": True, "CHECKPOINT": served_checkpoint, "LOCALISER": "none"})
+    try:
+        client = app.test_client()
+        body = post_image(client, pics.jpeg((120, 90))).get_json()
+        assert body["source"] == "picture" and body["box"] == [15, 0, 105, 90]     # the centred square
+        html = post_image(client, pics.jpeg((120, 90)), url="/").get_data(as_text=True)
+        assert "the centre of the picture" in html and "found automatically" not in html
+    finally:
+        app.extensions["classifier"].close()
+
+
 def test_missing_checkpoint_stops_the_factory_naming_the_file(tmp_path):
     with pytest.raises(ModelLoadError, match="absent.pt"):
         create_app({"CHECKPOINT": str(tmp_path / "absent.pt")})
