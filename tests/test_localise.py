@@ -53,6 +53,19 @@ def test_augmented_scenes_keep_their_boxes_on_their_digits(monkeypatch):
     assert zoomed_in and zoomed_out
 
 
+def test_poor_light_dims_augmented_scenes_only_when_asked(monkeypatch):
+    for name in ("ZOOM_P", "INVERT_P", "CONTRAST_P", "SHUFFLE_P"):
+        monkeypatch.setattr(localise, name, 0.0)
+    image = np.full((128, 128, 3), 200, np.uint8)
+    box = np.array([[40, 40, 60, 80]], np.float32)
+    none = np.zeros((0, 4), np.float32)
+    unchanged, _, _ = localise.augment(image, box, none, np.random.default_rng(0))
+    assert np.array_equal(unchanged, image)
+    dimmed = [localise.augment(image, box, none, np.random.default_rng(seed), poor_light_p=1.0) for seed in range(10)]
+    assert all(out.mean() < 200 and np.array_equal(b, box) for out, b, _ in dimmed)       # darker, boxes kept
+    assert min(out.mean() for out, _, _ in dimmed) < 120
+
+
 def _drawn(n: int, fonts=(), **fractions):
     """``training_batch`` over ``n`` black scenes with one box each, unaugmented, drawing only what
     ``fractions`` (LocaliserConfig's letter_closeups, digit_closeups, svhn_crops, noise) asks for."""

@@ -41,6 +41,7 @@ from model.localiser import (HEAT, INPUT_SIZE, LOG_H, LOG_W, MEAN, OFFSET_X, OFF
                              STRIDE, Detection, Letterbox, decode, iou, main_detection, normalize_input)
 from model.networks import ArchConfig, build_network
 from model.reading import FIND_THRESHOLD
+from train.light import UNIFORMS, poor_light
 from train.scenes import RENDERER_VERSION, closeup, generate_scenes, letterboxed, noise_picture, split_visible, svhn_crop
 from train.synth import find_fonts
 
@@ -80,6 +81,7 @@ class LocaliserConfig:
     svhn_crops: float = 0.35            # ... and by small SVHN-style crops, enlarged: tight or on a wall
     blurred_numbers: float = 0.3        # of those on a wall, the part on a wall of other numbers out of focus
     noise: float = 0.03                 # ... and by digit-free pictures of random pixels (negatives)
+    poor_light: float = 0.0             # fraction of the augmented scenes taken in poor light (train.light)
 
 
 # ----------------------------------------------------------------------------- data
@@ -112,13 +114,14 @@ def concatenate(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def augment(image: np.ndarray, boxes: np.ndarray, ignore: np.ndarray,
-            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            rng: np.random.Generator, poor_light_p: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One letterboxed training scene (uint8 (S, S, 3), boxes in its pixels) zoomed and recoloured.
 
     Zoom (half the scenes, factor 0.5 to 1.6): below 1 the scene shrinks onto the letterbox grey at
     a random place (smaller digits); above 1 a random part of it fills the input (larger digits,
     some cut by the new edge, which become cut digits as in ``train.scenes``). Then, independently:
-    channels shuffled, the picture inverted, contrast and brightness changed.
+    channels shuffled, the picture inverted, contrast and brightness changed; with probability
+    ``poor_light_p``, then taken in poor light (``train.light.poor_light``).
     """
     size = image.shape[0]
     if rng.random() < ZOOM_P:
@@ -146,6 +149,8 @@ def augment(image: np.ndarray, boxes: np.ndarray, ignore: np.ndarray,
     if rng.random() < CONTRAST_P:
         mean = x.mean()
         x = (x - mean) * float(rng.uniform(0.6, 1.4)) + mean + float(rng.uniform(-30, 30))
+    if poor_light_p and rng.random() < poor_light_p:
+        x = 255.0 * poor_light(np.clip(x, 0, 255) / 255.0, rng.random(UNIFORMS), rng.standard_normal(x.shape))
     return np.clip(x + 0.5, 0, 255).astype(np.uint8), boxes, ignore
 
 
@@ -166,7 +171,7 @@ def training_batch(data: dict[str, np.ndarray], idx: np.ndarray, boxes: list[np.
         elif draw < drawn_with_fonts + cfg.noise:
             image, b, g = letterboxed(noise_picture(rng, INPUT_SIZE), INPUT_SIZE)
         elif cfg.augment:
-            image, b, g = augment(data["x"][i], boxes[i], ignore[i], rng)
+            image, b, g = augment(data["x"][i], boxes[i], ignore[i], rng, cfg.poor_light)
         else:
             image, b, g = data["x"][i], boxes[i], ignore[i]
         images.append(image)
@@ -304,6 +309,7 @@ def _checkpoint(net, cfg: LocaliserConfig, epoch: int, metrics: dict, state: dic
     dataset = (f"Scenes v1 (train/scenes.py): {cfg.scenes * len(cfg.data_seeds):,} rendered photos of house numbers, "
                f"walls and letters (render seeds {seeds}), boxes of every digit"
                + (", zoomed and recoloured as drawn" if cfg.augment else "")
+               + (f", {cfg.poor_light:.0%} of those in poor light" if cfg.augment and cfg.poor_light else "")
                + (f", {cfg.letter_closeups:.0%} replaced by letter close-ups" if cfg.letter_closeups else "")
                + (f", {cfg.digit_closeups:.0%} by close-ups of one digit" if cfg.digit_closeups else "")
                + (f", {cfg.svhn_crops:.0%} by SVHN-style crops (tight or on a wall"
@@ -417,6 +423,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "house numbers out of focus")
     p.add_argument("--noise", type=float, default=defaults.noise,
                    help="fraction of each batch replaced by digit-free pictures of random pixels")
+    p.add_argument("--poor-light", type=float, default=defaults.poor_light,
+                   help="fraction of the augmented training scenes dimmed, lit unevenly, colour-cast and noisy")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="fp32 instead of bf16 autocast")
     p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue the run saved in LAST_PT")
     return p
@@ -436,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         values.setdefault("svhn_crops", 0.0)
         values.setdefault("blurred_numbers", 0.0)
         values.setdefault("noise", 0.0)
+        values.setdefault("poor_light", 0.0)
         if args.epochs not in (values["epochs"], LocaliserConfig.epochs):
             print(f"error: --resume continues the stored one-cycle schedule of {values['epochs']} epochs; to train "
                   f"longer start a new run from its weights: --init {resume} --epochs {args.epochs}", file=sys.stderr)
