@@ -313,6 +313,7 @@ def fake_answer(page, **fields) -> None:
     ("low confidence", {"confidence": 0.31}, ["may not show a single clear digit", "drag a box around the digit"], ["#no-digit"]),
     ("other digits", {"others": 2}, ["2 other digits seen; drag a box to read another"], ["#no-digit", "#low-confidence"]),
     ("one other digit", {"others": 1}, ["1 other digit seen"], ["#no-digit"]),
+    ("no localiser", {"source": "picture"}, ["the centre of the picture"], ["#no-digit"]),
 ])
 def test_the_page_says_what_the_reading_found(browser, base_url, files, case, fields, shown, hidden):
     page = browser.new_page()
@@ -323,6 +324,8 @@ def test_the_page_says_what_the_reading_found(browser, base_url, files, case, fi
         assert words in text, (case, words)
     for selector in hidden:
         assert page.locator(selector).is_hidden(), (case, selector)
+    if fields.get("source") == "picture":
+        assert page.inner_text("#box-tag") == "Read here" and "found automatically" not in text
     if fields.get("digit", 3) is None:
         assert page.inner_text("#digit").strip() == "–" and page.title().startswith("No digit")
         assert page.locator("#bars .bar-row.top").count() == 0
