@@ -66,6 +66,14 @@ def test_poor_light_dims_augmented_scenes_only_when_asked(monkeypatch):
     assert min(out.mean() for out, _, _ in dimmed) < 120
 
 
+@pytest.mark.parametrize("flag", ["--poor-light", "--noise", "--svhn-crops"])
+def test_a_fraction_out_of_range_is_refused_naming_it(flag, capsys):
+    with pytest.raises(SystemExit) as stop:
+        localise.get_args_parser().parse_args([flag, "1.5"])
+    assert stop.value.code == 2 and f"{flag}: 1.5 is not a fraction from 0 to 1" in capsys.readouterr().err
+    assert localise.get_args_parser().parse_args([flag, "0.3"]).__dict__[flag[2:].replace("-", "_")] == 0.3
+
+
 def _drawn(n: int, fonts=(), **fractions):
     """``training_batch`` over ``n`` black scenes with one box each, unaugmented, drawing only what
     ``fractions`` (LocaliserConfig's letter_closeups, digit_closeups, svhn_crops, noise) asks for."""

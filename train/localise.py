@@ -388,6 +388,14 @@ def train(cfg: LocaliserConfig, resume: str | None = None) -> Path:
     return out / "best.pt"
 
 
+def fraction(text: str) -> float:
+    """An argparse type: a number from 0 to 1."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction from 0 to 1")
+    return value
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train the digit localiser on rendered scenes.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -411,19 +419,19 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="digits cut by the frame or their plate's edge: negatives, or no loss")
     p.add_argument("--no-augment", dest="augment", action="store_false",
                    help="train on the cached scenes as rendered (no zoom or recolouring)")
-    p.add_argument("--letter-closeups", type=float, default=defaults.letter_closeups,
+    p.add_argument("--letter-closeups", type=fraction, default=defaults.letter_closeups,
                    help="fraction of each batch replaced by digit-free close-ups of letters")
-    p.add_argument("--digit-closeups", type=float, default=defaults.digit_closeups,
+    p.add_argument("--digit-closeups", type=fraction, default=defaults.digit_closeups,
                    help="fraction of each batch replaced by close-ups of one large digit alone")
-    p.add_argument("--svhn-crops", type=float, default=defaults.svhn_crops,
+    p.add_argument("--svhn-crops", type=fraction, default=defaults.svhn_crops,
                    help="fraction of each batch replaced by small SVHN-style crops of house numbers, enlarged: "
                         "the whole picture (square or tall) or laid on a wall")
-    p.add_argument("--blurred-numbers", type=float, default=defaults.blurred_numbers,
+    p.add_argument("--blurred-numbers", type=fraction, default=defaults.blurred_numbers,
                    help="of the SVHN-style crops laid on a wall, the fraction whose wall is a mosaic of other "
                         "house numbers out of focus")
-    p.add_argument("--noise", type=float, default=defaults.noise,
+    p.add_argument("--noise", type=fraction, default=defaults.noise,
                    help="fraction of each batch replaced by digit-free pictures of random pixels")
-    p.add_argument("--poor-light", type=float, default=defaults.poor_light,
+    p.add_argument("--poor-light", type=fraction, default=defaults.poor_light,
                    help="fraction of the augmented training scenes dimmed, lit unevenly, colour-cast and noisy")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="fp32 instead of bf16 autocast")
     p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue the run saved in LAST_PT")
