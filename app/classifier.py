@@ -34,7 +34,7 @@ class Prediction:
     probabilities: list[float]    # index = digit, sums to 1; empty when digit is None
     model: str                    # checkpoint file name
     elapsed_ms: float             # decode + preprocess + forward, in this worker
-    input_image: str              # what the network saw: data: URL of a PNG of the input size
+    input_image: str | None       # what the network saw: data: URL of a PNG of the input size; None if nothing
     box: list[int] | None         # where it looked
     image_size: list[int]         # [width, height] of the picture after EXIF rotation
     others: int                   # how many other digits were seen besides the one read
@@ -97,7 +97,7 @@ class Classifier:
         return Prediction(digit=reading.digit, confidence=round(reading.confidence, 6),
                           probabilities=[float(p) for p in reading.probabilities], model=self.name,
                           elapsed_ms=round((time.perf_counter() - start) * 1000, 2),
-                          input_image=png_data_url(reading.seen),
+                          input_image=None if reading.seen is None else png_data_url(reading.seen),
                           box=None if reading.box is None else list(reading.box),
                           image_size=list(upload.size), others=reading.others, reason=reading.reason,
                           source=reading.source)

@@ -54,7 +54,7 @@ from app.modelfile import ensure_onnx  # noqa: E402
 from model.localiser import Detection, iou, main_detection  # noqa: E402
 from model.inference import Predictor, load_predictor  # noqa: E402
 from model.preprocess import decode_picture  # noqa: E402
-from model.reading import NO_DIGIT, VIEWS, Reader  # noqa: E402
+from model.reading import FAINT, NOTHING_FOUND, VIEWS, Reader  # noqa: E402
 from train.crossval import fold_models, trained_on  # noqa: E402
 from train.scenes import _draw_clutter, _draw_letters, _wall, render_scene  # noqa: E402
 from train.synth import find_fonts  # noqa: E402
@@ -332,7 +332,8 @@ def picture_sheet(reader: Reader, fonts, path: str, n: int = 6) -> None:
         if r.box:
             d.rectangle([v * scale for v in r.box], outline=(255, 40, 40), width=3)
         sheet.paste(small, (i * tile + (tile - small.width) // 2, (tile - small.height) // 2))
-        sheet.paste(r.seen.resize((64, 64), Image.Resampling.NEAREST), (i * tile + 8, tile + 8))
+        if r.seen is not None:
+            sheet.paste(r.seen.resize((64, 64), Image.Resampling.NEAREST), (i * tile + 8, tile + 8))
         text = "no digit" if r.digit is None else f"{r.digit}  ({r.confidence:.0%})"
         draw.text((i * tile + 84, tile + 30), text, fill=(20, 20, 20))
     sheet.convert("P", palette=Image.Palette.ADAPTIVE, colors=128).save(path, optimize=True)
@@ -380,7 +381,7 @@ def main() -> None:
     for name, refused in digit_free(ways[SERVED], fonts, 50).items():
         print(f"digit-free: {name:<20} answered 'no digit' {np.mean(refused):.0%}")
         outcomes[f"digit-free: {name}"] = refused
-    print(f"({time.perf_counter() - began:.0f} s; no-digit answer: {NO_DIGIT!r})")
+    print(f"({time.perf_counter() - began:.0f} s; no-digit reasons: {NOTHING_FOUND!r}, {FAINT!r})")
     if before is not None:
         print(f"picture by picture against {args.against} (localiser + views; +- one standard error):")
         for name, gained, lost, se in paired(outcomes, before):

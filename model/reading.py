@@ -58,7 +58,8 @@ SAME_DIGIT_IOU = 0.5     # detections of the two looks overlapping more than thi
 # (zoom, shift x, shift y) of each view: zoom scales the square, shifts are fractions of its side.
 VIEWS: tuple[tuple[float, float, float], ...] = ((1.0, 0.0, 0.0), (1.15, 0.0, 0.0), (0.9, 0.0, 0.0),
                                                  (1.0, -0.06, 0.0), (1.0, 0.06, 0.0))
-NO_DIGIT = "No digit was found in the picture."
+NOTHING_FOUND = "nothing in the picture looks like a digit"          # the no-digit answers' reasons
+FAINT = "the one candidate is faint and does not read as a digit"
 COMBINES = ("mean", "most confident")   # how the views' probabilities become one answer
 
 Box = tuple[float, float, float, float]
@@ -75,7 +76,7 @@ class Reading:
         box: (left, top, right, bottom) of the digit in picture pixels, or None.
         others: other digits seen besides the one read.
         reason: why ``digit`` is None, else None.
-        seen: the first view, as the network saw it (input size), or a reduced picture if none.
+        seen: the first view, as the network saw it (input size); None when it read nothing.
         source: "localiser", "user" (a box the person gave) or "picture" (no localiser).
         views: number of views read.
     """
@@ -86,7 +87,7 @@ class Reading:
     box: tuple[int, int, int, int] | None
     others: int
     reason: str | None
-    seen: Image.Image
+    seen: Image.Image | None
     source: str
     views: int
 
@@ -219,13 +220,13 @@ class Reader:
         elif box is None:
             main, found = self.find(picture)
             if main is None:       # nothing is read: a sure whole-picture read was mostly a letter (docs/reading.md)
-                return self._no_digit(fit_to_input(picture, self.input_size, "crop"), 0)
+                return self._no_digit(None, 0, NOTHING_FOUND)
             whole = (0.0, 0.0, float(picture.width), float(picture.height))
             others = sum(1 for d in found if d is not main and iou(d.box, main.box) <= OTHER_MAX_IOU)
             tight = is_tight(main.box, picture.size)   # zooms and shifts would run off the picture
             probs, views = self._read_when_unsure(picture, main.box, extra=whole if tight else None)
             if main.score < WEAK_FIND and probs.max() < WEAK_READ:   # a faint mark that does not read as a digit
-                return self._no_digit(views[0], len(views))
+                return self._no_digit(views[0], len(views), FAINT)
             return self._reading(probs, views, main.box, picture.size, others, "localiser")
         probs, views = self._read_when_unsure(picture, box)
         return self._reading(probs, views, box, picture.size, others, source)
@@ -253,9 +254,9 @@ class Reader:
         return probs / probs.sum()
 
     @staticmethod
-    def _no_digit(seen: Image.Image, views: int) -> Reading:
-        """The "no digit here" answer; ``seen``: what to show as the network's view."""
-        return Reading(None, 0.0, np.zeros(0, np.float32), None, 0, NO_DIGIT, seen, "localiser", views)
+    def _no_digit(seen: Image.Image | None, views: int, reason: str) -> Reading:
+        """The "no digit here" answer; ``seen``: the network's view, if it read one."""
+        return Reading(None, 0.0, np.zeros(0, np.float32), None, 0, reason, seen, "localiser", views)
 
     @staticmethod
     def _reading(probs: np.ndarray, views: list[Image.Image], box: Box, size: Sequence[int], others: int,

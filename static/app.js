@@ -195,7 +195,9 @@
     $("where-box").textContent = data.box ? data.box.join(",") : "";
     $("where-size").textContent = data.image_size.join(" × ");
     $("where-source").textContent = WHERE[data.source] || "found automatically";
-    $("seen").src = data.input_image;
+    $("probabilities").hidden = !found;                    // none were computed: no digit
+    $("seen-figure").hidden = !data.input_image;           // the network read nothing: nothing was found
+    if (data.input_image) $("seen").src = data.input_image;
     const probabilities = data.probabilities || [];
     document.querySelectorAll("#bars .bar-row").forEach(function (row) {
       const i = Number(row.dataset.index);

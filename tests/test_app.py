@@ -16,6 +16,7 @@ from app.boxes import BOX_RULE, MAX_BOX_TEXT
 from app.classifier import Prediction
 from app.imaging import MAX_PIXELS, MAX_UPLOAD_BYTES, UploadError, decode_upload
 from model.inference import ModelLoadError
+from model.reading import NOTHING_FOUND
 from model.preprocess import Photo
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,6 +60,7 @@ def test_predict_accepts_every_format_and_mode(client, name):
     assert body["model"] == "tiny.pt" and body["elapsed_ms"] > 0
     if body["digit"] is None:     # the localiser found no digit: it says why, and reads nothing
         assert body["reason"] and body["probabilities"] == [] and body["confidence"] == 0
+        assert (body["input_image"] is None) == (body["reason"] == NOTHING_FOUND)
         return
     assert len(body["probabilities"]) == 10 and sum(body["probabilities"]) == pytest.approx(1, abs=1e-9)
     assert body["digit"] == max(range(10), key=body["probabilities"].__getitem__)
@@ -151,8 +153,8 @@ def test_bad_boxes_are_a_400_saying_what_a_box_must_be(client, name, url):
 
 def no_digit(data: bytes, box=None) -> Prediction:
     """What the reading pipeline answers for a picture without a digit (the fake's answer)."""
-    return Prediction(digit=None, confidence=0.12, probabilities=[0.1] * 10, model="tiny.pt", elapsed_ms=3.0,
-                      input_image=pics.PNG_DATA_URL, box=None, image_size=[120, 90], others=0,
+    return Prediction(digit=None, confidence=0.0, probabilities=[], model="tiny.pt", elapsed_ms=3.0,
+                      input_image=None, box=None, image_size=[120, 90], others=0,
                       reason="nothing in the picture looks like a digit", source="localiser")
 
 
@@ -161,6 +163,12 @@ def test_no_digit_is_null_with_a_reason(app, client, monkeypatch):
     body = post_image(client, pics.jpeg()).json
     assert body["digit"] is None and body["reason"] == "nothing in the picture looks like a digit"
     assert body["box"] is None and body["image_size"] == [120, 90]
+
+
+def test_a_blank_picture_is_no_digit_and_nothing_was_read(client):
+    body = post_image(client, pics.encode(Image.new("RGB", (160, 120), "white"), "JPEG")).json
+    assert body["digit"] is None and body["reason"] == NOTHING_FOUND and body["box"] is None
+    assert body["input_image"] is None and body["probabilities"] == []     # the classifier never ran
 
 
 def is_hidden(html: str, element_id: str) -> bool:
@@ -175,6 +183,7 @@ def test_no_digit_page_says_so_without_javascript(app, client, monkeypatch):
     assert "No digit found" in result and "nothing in the picture looks like a digit" in result
     assert "closer photo" in result and "box" in result
     assert not is_hidden(html, "no-digit") and is_hidden(html, "low-confidence") and is_hidden(html, "confidence-line")
+    assert is_hidden(html, "probabilities") and is_hidden(html, "seen-figure")   # none computed, nothing read
     assert "<title>No digit" in html
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from flask import request
+from PIL import Image
 from werkzeug.serving import make_server
 
 import tests.app_images as pics
@@ -59,7 +60,8 @@ def browser():
 def files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("uploads")
     made = {"seven.jpg": pics.jpeg((300, 220)), "anim.gif": pics.gif(), "big.jpg": pics.jpeg((1600, 1200)),
-            "rotated.jpg": pics.exif_rotated_jpeg((300, 220), orientation=6)}
+            "rotated.jpg": pics.exif_rotated_jpeg((300, 220), orientation=6),
+            "blank.jpg": pics.encode(Image.new("RGB", (300, 220), "white"), "JPEG")}
     for name, data in made.items():
         (folder / name).write_bytes(data)
     return {name: folder / name for name in made}
@@ -296,6 +298,19 @@ def test_keyboard_moves_resizes_and_reads_the_box(browser, base_url, files, rece
     page.close()
 
 
+def test_after_no_digit_the_next_picture_shows_its_probabilities_again(browser, base_url, files):
+    page = browser.new_page()
+    assert upload(page, base_url, files["blank.jpg"])["input_image"] is None
+    assert page.locator("#no-digit").is_visible()
+    assert page.locator("#probabilities").is_hidden() and page.locator("#seen-figure").is_hidden()
+    with page.expect_response(is_predict):
+        page.set_input_files("#image", str(files["seven.jpg"]))
+    page.wait_for_selector("#no-digit", state="hidden", timeout=TIMEOUT_MS)
+    assert_result_shown(page)                   # digit, ten bars and the 32x32 view, visible again
+    assert page.locator("#probabilities").is_visible()
+    page.close()
+
+
 def fake_answer(page, **fields) -> None:
     """Make /api/predict answer ``fields`` over a plausible prediction (the page's rendering only)."""
     answer = {"digit": 3, "confidence": 0.93, "probabilities": [0.0] * 3 + [0.93] + [0.01] * 6 + [0.01],
@@ -308,8 +323,12 @@ def fake_answer(page, **fields) -> None:
 
 
 @pytest.mark.parametrize("case, fields, shown, hidden", [
-    ("no digit", {"digit": None, "confidence": 0.2, "box": None, "reason": "nothing here looks like a digit"},
-     ["No digit found: nothing here looks like a digit", "closer photo", "drag a box"], ["#low-confidence", "#confidence-line", "#box"]),
+    ("no digit", {"digit": None, "confidence": 0, "probabilities": [], "box": None, "input_image": None,
+                  "reason": "nothing here looks like a digit"},
+     ["No digit found: nothing here looks like a digit", "closer photo", "drag a box"],
+     ["#low-confidence", "#confidence-line", "#box", "#probabilities", "#seen-figure"]),
+    ("faint", {"digit": None, "confidence": 0, "probabilities": [], "box": None, "reason": "it is faint"},
+     ["No digit found: it is faint", "What the network saw"], ["#confidence-line", "#probabilities"]),
     ("low confidence", {"confidence": 0.31}, ["may not show a single clear digit", "drag a box around the digit"], ["#no-digit"]),
     ("other digits", {"others": 2}, ["2 other digits seen; drag a box to read another"], ["#no-digit", "#low-confidence"]),
     ("one other digit", {"others": 1}, ["1 other digit seen"], ["#no-digit"]),

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from model import reading
 from model.localiser import HEAT, INPUT_SIZE, LOG_H, LOG_W, OUTPUTS, STRIDE, main_detection
-from model.reading import FIND_THRESHOLD, NO_DIGIT, VIEWS, WEAK_FIND, WEAK_READ, Reader, cut, frame_views, square_around
+from model.reading import FAINT, FIND_THRESHOLD, NOTHING_FOUND, VIEWS, WEAK_FIND, WEAK_READ, Reader, cut, frame_views, square_around
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_LOCALISER = REPO / "checkpoints" / "localiser.pt"
@@ -158,8 +158,8 @@ def test_no_digit_found_says_so_even_when_the_whole_picture_would_read_as_a_sure
     calls = []                                 # the whole picture would be a sure 8 (a large letter often is)
     sure = _answers(8, 0.991)
     r = Reader(lambda b: calls.append(len(b)) or sure(b), _locate_peaks(), (32, 32), MEAN, STD).read(_picture(200, 300))
-    assert r.digit is None and r.reason == NO_DIGIT and r.box is None and r.confidence == 0
-    assert r.source == "localiser" and r.views == 0 and r.seen.size == (32, 32)
+    assert r.digit is None and r.reason == NOTHING_FOUND and r.box is None and r.confidence == 0
+    assert r.source == "localiser" and r.views == 0 and r.seen is None      # the network saw nothing
     assert calls == [], "nothing found: the classifier is not asked"
 
 
@@ -167,7 +167,8 @@ def test_a_weak_find_read_without_confidence_is_no_digit():
     weak = np.log(0.4 / 0.6)                   # a find scored 0.4: above FIND_THRESHOLD, under WEAK_FIND
     assert FIND_THRESHOLD < 0.4 < WEAK_FIND and 0.3 < WEAK_READ < 0.6
     r = Reader(_answers(5, 0.3), _locate_peaks((16, 16, 4, 8), heat=weak), (32, 32), MEAN, STD).read(_picture())
-    assert r.digit is None and r.reason == NO_DIGIT and r.box is None and r.source == "localiser"
+    assert r.digit is None and r.reason == FAINT and r.box is None and r.source == "localiser"
+    assert r.seen.size == (32, 32)                                           # what it read, unsurely
     # the same weak find read surely, or a strong find read unsurely: a digit
     r = Reader(_answers(5, 0.6), _locate_peaks((16, 16, 4, 8), heat=weak), (32, 32), MEAN, STD).read(_picture())
     assert r.digit == 5 and r.box is not None
