@@ -5,7 +5,8 @@ digits were made by widening each digit's box to a square around it and resizing
 32x32, so the digit keeps its aspect ratio. A photo whose main subject is a digit is treated the
 same way: the centred square of side min(width, height) is cut out and resized (``fit="crop"``),
 never squashed. The alternatives (``"squash"``, ``"pad"``) are kept for the measurement that chose
-this default (see README, "Preprocessing").
+this default (see README, "Preprocessing"). An underexposed result is brightened into the range the
+network trained on (``expose``; docs/reading.md, "An exposure gain").
 
 ``decode_picture`` is the single path from a picture file to an upright RGB picture, for the server
 and the command line alike: a large JPEG (a phone camera's) is decoded at a reduced scale, and the
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 FITS = ("crop", "pad", "squash")
 DEFAULT_FIT = "crop"
 BACKGROUND = (255, 255, 255)  # what transparent pixels are composited onto
+EXPOSURE_TARGET = 94.0       # the 5th percentile of the white level (below) over SynthDigits v5 training renders
+MAX_GAIN = 4.0               # ... and the most an underexposed input is brightened
 WORKING_SIDE = 1280           # a large JPEG is decoded with at least this many pixels on its longer side:
 #                               a digit 1/40 of the photo's width keeps the network's 32 px
 
@@ -124,14 +127,14 @@ def fit_to_input(image: Image.Image, size: Sequence[int], fit: str = DEFAULT_FIT
             or "squash" (resize ignoring aspect ratio).
 
     Returns:
-        An RGB image of exactly ``size``: what the network sees, before normalisation.
+        An RGB image of exactly ``size``: what the network sees, before normalisation; ``expose``d.
     """
     if fit not in FITS:
         raise ValueError(f"Invalid fit {fit!r}. Only {', '.join(FITS)} are supported.")
     image = to_rgb(image)
     h, w = int(size[0]), int(size[1])
     if image.size == (w, h):
-        return image
+        return expose(image)
     iw, ih = image.size
     target_ratio = w / h
     if fit == "crop" and iw != ih * target_ratio:
@@ -144,7 +147,21 @@ def fit_to_input(image: Image.Image, size: Sequence[int], fit: str = DEFAULT_FIT
         canvas = Image.new("RGB", (cw, ch), border)
         canvas.paste(image, ((cw - iw) // 2, (ch - ih) // 2))
         image = canvas
-    return image.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    return expose(image.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=3.0))
+
+
+def expose(image: Image.Image) -> Image.Image:
+    """An underexposed input brightened into the range the network trained on.
+
+    The white level (the 99th percentile of the luminance, the mean of R, G and B) of an input under
+    ``EXPOSURE_TARGET`` is raised to it, by at most ``MAX_GAIN``; any other input is returned as it is.
+    """
+    a = np.asarray(image, dtype=np.float32)                         # (H, W, 3)
+    white = float(np.percentile(a.mean(axis=2), 99))
+    if white >= EXPOSURE_TARGET:
+        return image
+    gain = min(MAX_GAIN, EXPOSURE_TARGET / max(white, 1.0))
+    return Image.fromarray(np.clip(a * gain + 0.5, 0, 255).astype(np.uint8))
 
 
 def normalize(image: Image.Image | np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

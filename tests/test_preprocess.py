@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.preprocess import BACKGROUND, FITS, fit_to_input, normalize, preprocess, to_rgb
+from model.preprocess import (BACKGROUND, EXPOSURE_TARGET, FITS, MAX_GAIN, expose, fit_to_input, normalize, preprocess,
+                              to_rgb)
 
 
 def _palette(transparent: bool = False) -> Image.Image:
@@ -117,6 +118,27 @@ def test_input_of_the_right_size_is_unchanged():
     pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
     for fit in FITS:
         assert np.array_equal(np.asarray(fit_to_input(Image.fromarray(pixels), (32, 32), fit)), pixels)
+
+
+def _white_level(image: Image.Image) -> float:
+    return float(np.percentile(np.asarray(image, np.float32).mean(axis=2), 99))
+
+
+def test_an_underexposed_input_is_brightened_to_the_white_level_of_training():
+    rng = np.random.default_rng(2)
+    dim = Image.fromarray(rng.integers(0, 50, (32, 32, 3), dtype=np.uint8))      # white level about 48
+    for fit in FITS:
+        seen = fit_to_input(dim, (32, 32), fit)
+        assert abs(_white_level(seen) - EXPOSURE_TARGET) < 1.5
+    dark = np.asarray(fit_to_input(Image.new("RGB", (64, 48), (10, 5, 0)), (32, 32), "crop"))
+    assert dark.max() == round(10 * MAX_GAIN)                                        # at most MAX_GAIN brighter
+
+
+def test_a_well_exposed_input_and_a_dark_plate_with_a_light_digit_are_not_touched():
+    plate = np.zeros((32, 32, 3), np.uint8)
+    plate[8:24, 12:20] = 230                                                          # a white digit on black
+    assert np.array_equal(np.asarray(expose(Image.fromarray(plate))), plate)
+    assert np.array_equal(np.asarray(fit_to_input(Image.fromarray(plate), (32, 32))), plate)
 
 
 def test_unknown_fit_is_named():
