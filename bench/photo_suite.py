@@ -56,6 +56,7 @@ from model.inference import Predictor, load_predictor  # noqa: E402
 from model.preprocess import decode_picture  # noqa: E402
 from model.reading import FAINT, NOTHING_FOUND, VIEWS, Reader  # noqa: E402
 from train.crossval import fold_models, trained_on  # noqa: E402
+from train.light import light_ramp  # noqa: E402
 from train.scenes import _draw_clutter, _draw_letters, _wall, render_scene  # noqa: E402
 from train.synth import find_fonts  # noqa: E402
 
@@ -144,10 +145,7 @@ def _badly_lit(make):
     falling off across it, a warm cast (tungsten or sodium lamps) and a dim sensor's noise."""
     def dim(crop, rng, others, fonts):
         picture = make(crop, rng, others, fonts).astype(np.float32) / 255
-        h, w = picture.shape[:2]
-        angle = float(rng.uniform(0, 2 * np.pi))
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        ramp = ((xx - w / 2) * np.cos(angle) + (yy - h / 2) * np.sin(angle)) / max(h, w)   # about -0.5 to 0.5
+        ramp = light_ramp(*picture.shape[:2], float(rng.uniform(0, 2 * np.pi)))
         light = float(rng.uniform(0.3, 0.6)) * (1 + float(rng.uniform(0.6, 1.4)) * ramp)
         cast = np.array([1.0, rng.uniform(0.8, 0.95), rng.uniform(0.55, 0.8)], np.float32)
         picture = picture * light[..., None] * cast + rng.normal(0, rng.uniform(0.015, 0.04), picture.shape)
