@@ -23,6 +23,9 @@ UPLOAD_FIELD = "image"
 MODEL_FACTS = ("architecture", "arch", "parameters", "dataset", "metrics", "class_names", "input_size",
                "mean", "std", "epoch", "created", "seen_npz")
 
+# how the page names where a result's box came from (its "source"), for the template and app.js alike
+WHERE_FROM = {"localiser": "found automatically", "user": "your box", "picture": "the centre of the picture"}
+
 pages = Blueprint("pages", __name__)
 api = Blueprint("api", __name__, url_prefix="/api")
 health = Blueprint("health", __name__)
@@ -78,7 +81,7 @@ def render_page(result: Prediction | None = None, error: str | None = None, stat
     return render_template("index.html", result=result, error=error, box_text=box_text, class_names=c.class_names,
                            model_name=c.name, architecture=c.predictor.info.get("architecture", ""),
                            max_upload_bytes=MAX_UPLOAD_BYTES, accepted=ACCEPTED_DESCRIPTION,
-                           low_confidence=LOW_CONFIDENCE, min_box_side=MIN_BOX_SIDE), status
+                           low_confidence=LOW_CONFIDENCE, min_box_side=MIN_BOX_SIDE, where_from=WHERE_FROM), status
 
 
 @pages.get("/")

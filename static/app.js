@@ -29,7 +29,7 @@
   const TAP_PX = 8;          // a press that moves less than this on screen is a tap, not a box
   const TAG_ROOM_PX = 24;    // room the box's tag needs above or below the box
   const TAGS = { localiser: "Found here", user: "Your box", edit: "Your box: Enter reads it", drawing: "" };
-  const WHERE = { user: "your box", picture: "the centre of the picture" };   // the result's "source"
+  const WHERE_FROM = JSON.parse(form.dataset.whereFrom);   // the result's "source" in words (app/routes.py)
 
   let currentFile = null;
   let previewUrl = null;
@@ -194,7 +194,7 @@
     $("where").hidden = !data.box;
     $("where-box").textContent = data.box ? data.box.join(",") : "";
     $("where-size").textContent = data.image_size.join(" × ");
-    $("where-source").textContent = WHERE[data.source] || "found automatically";
+    $("where-source").textContent = WHERE_FROM[data.source];
     $("probabilities").hidden = !found;                    // none were computed: no digit
     $("seen-figure").hidden = !data.input_image;           // the network read nothing: nothing was found
     if (data.input_image) $("seen").src = data.input_image;

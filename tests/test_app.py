@@ -369,7 +369,8 @@ def test_without_a_localiser_the_answer_says_it_read_the_centred_square(served_c
         body = post_image(client, pics.jpeg((120, 90))).get_json()
         assert body["source"] == "picture" and body["box"] == [15, 0, 105, 90]     # the centred square
         html = post_image(client, pics.jpeg((120, 90)), url="/").get_data(as_text=True)
-        assert "the centre of the picture" in html and "found automatically" not in html
+        where = html.split('id="where-source">')[1].split("</span>")[0]
+        assert where == "the centre of the picture"                                  # not "found automatically"
     finally:
         app.extensions["classifier"].close()
 
