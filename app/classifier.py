@@ -35,7 +35,7 @@ class Prediction:
     model: str                    # checkpoint file name
     elapsed_ms: float             # decode + preprocess + forward, in this worker
     input_image: str | None       # what the network saw: data: URL of a PNG of the input size; None if nothing
-    box: list[int] | None         # where it looked
+    box: list[int] | None         # where it looked (for no digit: the faint candidate's box; None if nothing was found)
     image_size: list[int]         # [width, height] of the picture after EXIF rotation
     others: int                   # how many other digits were seen besides the one read
     reason: str | None            # why digit is None; None when a digit was read

@@ -73,7 +73,8 @@ class Reading:
         digit: the digit read, or None when no digit was found.
         confidence: its averaged probability (0 when no digit).
         probabilities: (classes,) combined over the views (empty when no digit).
-        box: (left, top, right, bottom) of the digit in picture pixels, or None.
+        box: (left, top, right, bottom) in picture pixels of the digit read, or of the faint
+            candidate that did not read as one; None when nothing was found.
         others: other digits seen besides the one read.
         reason: why ``digit`` is None, else None.
         seen: the first view, as the network saw it (input size); None when it read nothing.
@@ -226,7 +227,7 @@ class Reader:
             tight = is_tight(main.box, picture.size)   # zooms and shifts would run off the picture
             probs, views = self._read_when_unsure(picture, main.box, extra=whole if tight else None)
             if main.score < WEAK_FIND and probs.max() < WEAK_READ:   # a faint mark that does not read as a digit
-                return self._no_digit(views[0], len(views), FAINT)
+                return self._no_digit(views[0], len(views), FAINT, whole_pixels(main.box, picture.size))
             return self._reading(probs, views, main.box, picture.size, others, "localiser")
         probs, views = self._read_when_unsure(picture, box)
         return self._reading(probs, views, box, picture.size, others, source)
@@ -254,9 +255,10 @@ class Reader:
         return probs / probs.sum()
 
     @staticmethod
-    def _no_digit(seen: Image.Image | None, views: int, reason: str) -> Reading:
-        """The "no digit here" answer; ``seen``: the network's view, if it read one."""
-        return Reading(None, 0.0, np.zeros(0, np.float32), None, 0, reason, seen, "localiser", views)
+    def _no_digit(seen: Image.Image | None, views: int, reason: str,
+                  box: tuple[int, int, int, int] | None = None) -> Reading:
+        """The "no digit here" answer; ``seen`` and ``box``: the view the network read and where, if it read one."""
+        return Reading(None, 0.0, np.zeros(0, np.float32), box, 0, reason, seen, "localiser", views)
 
     @staticmethod
     def _reading(probs: np.ndarray, views: list[Image.Image], box: Box, size: Sequence[int], others: int,
@@ -352,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps(reading_json(path, r, photo.size)))
         elif r.digit is None:
-            print(f"{path}: no digit ({r.reason})")
+            where = f"; candidate's box {','.join(map(str, r.box))}" if r.box else ""
+            print(f"{path}: no digit ({r.reason}{where})")
         else:
             extra = f", {r.others} other digit{'s' * (r.others != 1)} seen" if r.others else ""
             print(f"{path}: {r.digit} (confidence {r.confidence:.2f}, box {','.join(map(str, r.box))}{extra})")

@@ -209,7 +209,8 @@
     imageSize = data.image_size;
     const source = data.source === "user" ? "user" : "localiser";
     shown = { box: data.box, source: source,
-              tag: source === "user" ? "Your box: " + (found ? data.digit : "no digit") : data.source === "picture" ? "Read here" : "" };
+              tag: source === "user" ? "Your box: " + (found ? data.digit : "no digit") : data.source === "picture" ? "Read here"
+                 : found ? "" : "Faint: not read as a digit" };
     restoreBox();
     draw.tabIndex = 0;
     draw.setAttribute("aria-label", "Your picture, " + imageSize[0] + " by " + imageSize[1] + " pixels" +

@@ -60,7 +60,8 @@ def test_predict_accepts_every_format_and_mode(client, name):
     assert body["model"] == "tiny.pt" and body["elapsed_ms"] > 0
     if body["digit"] is None:     # the localiser found no digit: it says why, and reads nothing
         assert body["reason"] and body["probabilities"] == [] and body["confidence"] == 0
-        assert (body["input_image"] is None) == (body["reason"] == NOTHING_FOUND)
+        assert (body["input_image"] is None) == (body["reason"] == NOTHING_FOUND)   # a faint candidate: read,
+        assert (body["box"] is None) == (body["reason"] == NOTHING_FOUND)           # and where
         return
     assert len(body["probabilities"]) == 10 and sum(body["probabilities"]) == pytest.approx(1, abs=1e-9)
     assert body["digit"] == max(range(10), key=body["probabilities"].__getitem__)

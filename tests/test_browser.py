@@ -327,8 +327,8 @@ def fake_answer(page, **fields) -> None:
                   "reason": "nothing here looks like a digit"},
      ["No digit found: nothing here looks like a digit", "closer photo", "drag a box"],
      ["#low-confidence", "#confidence-line", "#box", "#probabilities", "#seen-figure"]),
-    ("faint", {"digit": None, "confidence": 0, "probabilities": [], "box": None, "reason": "it is faint"},
-     ["No digit found: it is faint", "What the network saw"], ["#confidence-line", "#probabilities"]),
+    ("faint", {"digit": None, "confidence": 0, "probabilities": [], "reason": "it is faint"},   # the candidate's box
+     ["No digit found: it is faint", "What the network saw", "Looked at 30,20,120,200"], ["#confidence-line", "#probabilities"]),
     ("low confidence", {"confidence": 0.31}, ["may not show a single clear digit", "drag a box around the digit"], ["#no-digit"]),
     ("other digits", {"others": 2}, ["2 other digits seen; drag a box to read another"], ["#no-digit", "#low-confidence"]),
     ("one other digit", {"others": 1}, ["1 other digit seen"], ["#no-digit"]),
@@ -345,6 +345,8 @@ def test_the_page_says_what_the_reading_found(browser, base_url, files, case, fi
         assert page.locator(selector).is_hidden(), (case, selector)
     if fields.get("source") == "picture":
         assert page.inner_text("#box-tag") == "Read here" and "found automatically" not in text
+    if case == "faint":
+        assert page.locator("#box").is_visible() and page.inner_text("#box-tag") == "Faint: not read as a digit"
     if fields.get("digit", 3) is None:
         assert page.inner_text("#digit").strip() == "–" and page.title().startswith("No digit")
         assert page.locator("#bars .bar-row.top").count() == 0

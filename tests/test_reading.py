@@ -167,8 +167,9 @@ def test_a_weak_find_read_without_confidence_is_no_digit():
     weak = np.log(0.4 / 0.6)                   # a find scored 0.4: above FIND_THRESHOLD, under WEAK_FIND
     assert FIND_THRESHOLD < 0.4 < WEAK_FIND and 0.3 < WEAK_READ < 0.6
     r = Reader(_answers(5, 0.3), _locate_peaks((16, 16, 4, 8), heat=weak), (32, 32), MEAN, STD).read(_picture())
-    assert r.digit is None and r.reason == FAINT and r.box is None and r.source == "localiser"
-    assert r.seen.size == (32, 32)                                           # what it read, unsurely
+    assert r.digit is None and r.reason == FAINT and r.source == "localiser"
+    assert r.seen.size == (32, 32)                                           # what it read, unsurely, and where:
+    assert r.box == Reader(_answers(5, 0.6), _locate_peaks((16, 16, 4, 8), heat=weak), (32, 32), MEAN, STD).read(_picture()).box
     # the same weak find read surely, or a strong find read unsurely: a digit
     r = Reader(_answers(5, 0.6), _locate_peaks((16, 16, 4, 8), heat=weak), (32, 32), MEAN, STD).read(_picture())
     assert r.digit == 5 and r.box is not None
@@ -275,6 +276,24 @@ def test_command_line_reads_files_and_folders(tmp_path, tiny_checkpoint, capsys)
     assert reading.main([str(folder / "house.jpg"), "--box", "5,5,2,9", "--backend", "torch",
                          "--checkpoint", tiny_checkpoint]) == 2
     assert "right > left" in capsys.readouterr().err
+
+
+def test_command_line_says_no_digit_and_where_a_faint_candidate_was(tmp_path, monkeypatch, capsys):
+    import model.inference
+
+    weak = np.log(0.4 / 0.6)                   # a find under WEAK_FIND
+    readers = {"faint": Reader(_answers(5, 0.3), _locate_peaks((16, 16, 4, 8), heat=weak), (32, 32), MEAN, STD),
+               "nothing": Reader(_answers(5, 0.3), _locate_peaks(), (32, 32), MEAN, STD)}
+    _picture().save(tmp_path / "wall.png")
+    for kind, reader in readers.items():
+        monkeypatch.setattr(model.inference, "load_reader", lambda *a, **k: reader)
+        assert reading.main([str(tmp_path / "wall.png"), "--backend", "torch"]) == 0
+        line = capsys.readouterr().out.strip()
+        if kind == "faint":
+            box = reader.read(_picture()).box
+            assert line.endswith(f"no digit ({FAINT}; candidate's box {','.join(map(str, box))})"), line
+        else:
+            assert line.endswith(f"no digit ({NOTHING_FOUND})"), line
 
 
 def test_command_line_reads_a_phone_sized_photo_with_boxes_in_its_pixels(tmp_path, tiny_checkpoint, capsys):
