@@ -28,7 +28,8 @@
   const submitLabel = submit.textContent;
   const TAP_PX = 8;          // a press that moves less than this on screen is a tap, not a box
   const TAG_ROOM_PX = 24;    // room the box's tag needs above or below the box
-  const TAGS = { localiser: "Found here", user: "Your box", edit: "Your box: Enter reads it", drawing: "" };
+  const TAGS = { localiser: "Found here", user: "Your box", edit: "Your box: Enter reads it", drawing: "",
+                 picture: "Read here", faint: "Faint: not read as a digit" };
   const WHERE_FROM = JSON.parse(form.dataset.whereFrom);   // the result's "source" in words (app/routes.py)
 
   let currentFile = null;
@@ -209,8 +210,8 @@
     imageSize = data.image_size;
     const source = data.source === "user" ? "user" : "localiser";
     shown = { box: data.box, source: source,
-              tag: source === "user" ? "Your box: " + (found ? data.digit : "no digit") : data.source === "picture" ? "Read here"
-                 : found ? "" : "Faint: not read as a digit" };
+              tag: source === "user" ? TAGS.user + ": " + (found ? data.digit : "no digit")
+                 : data.source === "picture" ? TAGS.picture : found ? TAGS.localiser : TAGS.faint };
     restoreBox();
     draw.tabIndex = 0;
     draw.setAttribute("aria-label", "Your picture, " + imageSize[0] + " by " + imageSize[1] + " pixels" +
