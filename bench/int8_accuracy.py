@@ -22,6 +22,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from model.checkpoint import CheckpointError  # noqa: E402
 from model.inference import OnnxPredictor, int8_path_for, onnx_is_current, onnx_path_for  # noqa: E402
 from model.preprocess import preprocess  # noqa: E402
 from train.crossval import fold_models, trained_on  # noqa: E402
@@ -70,7 +71,10 @@ def main() -> None:
     p.add_argument("--crossval", default=None, metavar="DIR",
                    help="score the --npz images with the models of this cross-validation folder, fold by fold")
     args = p.parse_args()
-    fp32, int8 = onnx_pair(args.checkpoint)
+    try:
+        fp32, int8 = onnx_pair(args.checkpoint)
+    except CheckpointError as e:
+        sys.exit(f"error: {e}")
     print(f"{Path(args.checkpoint).name}: int8 calibrated on {int8.quantization['calibration']}; "
           f"float nodes {', '.join(int8.quantization['float_nodes'])}")
     print(f"{'data':44} {'images':>7} {'fp32':>8} {'int8':>8} {'int8-fp32':>10} {'agree':>7}")

@@ -28,6 +28,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from model.preprocess import EXPOSURE_TARGET, MAX_GAIN
+
 log = logging.getLogger(__name__)
 
 BACKENDS = ("onnx", "onnx-fp32", "torch")
@@ -37,6 +39,8 @@ SOURCE_KEY = "source_checkpoint"  # ONNX metadata_props key: file name of the so
 SOURCE_SHA256_KEY = "source_sha256"  # ONNX metadata_props key: SHA-256 of the source checkpoint
 QUANTIZATION_KEY = "quantization"  # ONNX metadata_props key of int8 files: JSON recipe and accuracy check
 INT8_RECIPE = "3"                  # train.quantize's recipe; an int8 file made by another is stale
+# the preprocessing its calibration inputs went through (model.preprocess.expose); under another, stale
+INT8_EXPOSURE = f"white level raised to {EXPOSURE_TARGET:g}, at most x{MAX_GAIN:g}"
 ONNX_EXPORT = "2"                  # model.export's graph version (2: a localiser takes any multiple of 32 as its
                                    # height and width); a file (fp32 or int8) exported by another is stale
 FIELDS_NEEDED = ("class_names", "input_size", "mean", "std")
@@ -95,7 +99,7 @@ def file_sha256(path: str | Path) -> str:
 def onnx_is_current(ckpt_path: str | Path, precision: str = "fp32") -> bool:
     """True if the checkpoint's ONNX file (``precision`` "fp32" or "int8") exists and was made from
     this very checkpoint by the current exporter (``ONNX_EXPORT``; an int8 file also by
-    ``INT8_RECIPE``, the quantiser's current recipe).
+    ``INT8_RECIPE``, the quantiser's current recipe, from inputs exposed as now: ``INT8_EXPOSURE``).
 
     The exporter stores the checkpoint's SHA-256 in the ONNX metadata (``SOURCE_SHA256_KEY``); the
     digest is looked for in the file's bytes, so neither onnx nor onnxruntime is imported here.
@@ -108,7 +112,8 @@ def onnx_is_current(ckpt_path: str | Path, precision: str = "fp32") -> bool:
     if not ckpt_path.exists():
         return True
     data = onnx_path.read_bytes()
-    if precision == "int8" and f'"recipe": "{INT8_RECIPE}"'.encode() not in data:
+    if precision == "int8" and (f'"recipe": "{INT8_RECIPE}"'.encode() not in data
+                                or f'"exposure": "{INT8_EXPOSURE}"'.encode() not in data):
         return False
     if f'"onnx_export": "{ONNX_EXPORT}"'.encode() not in data:
         return False

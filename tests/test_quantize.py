@@ -88,6 +88,11 @@ def test_stale_int8_file_is_remade(tmp_path, monkeypatch):
     assert not onnx_is_current(ckpt, "int8")             # made by an older recipe: stale too
     ensure_onnx(ckpt)
     assert ran[4:] == ["train.quantize"] and onnx_is_current(ckpt, "int8")
+    recipe = OnnxPredictor(int8_path_for(ckpt)).quantization
+    set_metadata(int8_path_for(ckpt), {QUANTIZATION_KEY: json.dumps({**recipe, "exposure": "white level as read"})})
+    assert not onnx_is_current(ckpt, "int8")             # calibrated on inputs exposed another way: stale
+    ensure_onnx(ckpt)
+    assert ran[5:] == ["train.quantize"] and onnx_is_current(ckpt, "int8")
 
 
 def copy_served(served_checkpoint: str, folder: Path) -> Path:
