@@ -83,7 +83,9 @@ def main() -> None:
         a32, a8 = float((p32 == labels).mean()), float((p8 == labels).mean())
         print(f"{name:44} {len(labels):>7} {a32:>8.4f} {a8:>8.4f} {100 * (a8 - a32):>+9.2f}p {float((p32 == p8).mean()):>7.4f}")
 
-    if Path(args.npz).is_file():
+    if not Path(args.npz).is_file():
+        print(f"{args.npz}: no such file, its row left out (give the real digits with --npz FILE.npz)")
+    else:
         with np.load(args.npz) as data:
             pictures, labels = data["x"], data["y"]
         name = Path(args.npz).name

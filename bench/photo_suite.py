@@ -354,6 +354,8 @@ def main() -> None:
     p.add_argument("--against", default=None, metavar="JSON",
                    help="compare picture by picture with an earlier run's --save (gained, lost, standard error)")
     args = p.parse_args()
+    if not args.only_picture and not Path(args.npz).is_file():
+        sys.exit(f"error: {args.npz}: no such file (the real digits; give another with --npz FILE.npz)")
     before = earlier_run(args.against) if args.against else None
     fonts = tuple(find_fonts())
     locator = load_locator(args.localiser)
