@@ -150,17 +150,26 @@ def fit_to_input(image: Image.Image, size: Sequence[int], fit: str = DEFAULT_FIT
     return expose(image.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=3.0))
 
 
+def white_level(a: np.ndarray) -> float:
+    """The white level of an RGB array (H, W, 3): the 99th percentile of its luminance (mean of R, G, B)."""
+    return float(np.percentile(a.mean(axis=2), 99))
+
+
+def exposure_gain(white: float, target: float) -> float:
+    """The gain that raises a white level under ``target`` to it, at most ``MAX_GAIN``; 1 at or above it."""
+    return 1.0 if white >= target else min(MAX_GAIN, target / max(white, 1.0))
+
+
 def expose(image: Image.Image) -> Image.Image:
     """An underexposed input brightened into the range the network trained on.
 
-    The white level (the 99th percentile of the luminance, the mean of R, G and B) of an input under
-    ``EXPOSURE_TARGET`` is raised to it, by at most ``MAX_GAIN``; any other input is returned as it is.
+    The white level (``white_level``) of an input under ``EXPOSURE_TARGET`` is raised to it, by at
+    most ``MAX_GAIN``; any other input is returned as it is.
     """
     a = np.asarray(image, dtype=np.float32)                         # (H, W, 3)
-    white = float(np.percentile(a.mean(axis=2), 99))
-    if white >= EXPOSURE_TARGET:
+    gain = exposure_gain(white_level(a), EXPOSURE_TARGET)
+    if gain == 1.0:
         return image
-    gain = min(MAX_GAIN, EXPOSURE_TARGET / max(white, 1.0))
     return Image.fromarray(np.clip(a * gain + 0.5, 0, 255).astype(np.uint8))
 
 

@@ -14,6 +14,8 @@ benches and the command line (``python -m model.reading PHOTO|FOLDER ... [--json
    When the digit found fills much of the picture (a tight crop), the square around the whole
    picture is the second view instead of the zooms and shifts (they would run off the picture,
    into repeated edge pixels: measured 3 points worse on tight photos).
+   When it finds none in a dim picture (white level under ``DIM_TARGET``), it looks again, all of
+   the above, at the picture brightened (``brightened``).
    When it finds none, the answer is "no digit here" (``digit`` None, with a ``reason``); the
    classifier does not read the whole picture then (that fallback called large letters digits).
    A weak find (score under ``WEAK_FIND``) read less than ``WEAK_READ`` sure is no digit too.
@@ -41,7 +43,8 @@ import numpy as np
 from PIL import Image
 
 from model.localiser import Detection, decode, iou, letterbox, main_detection, merge, normalize_input
-from model.preprocess import Photo, decode_picture, fit_to_input, normalize, to_rgb, whole_pixels
+from model.preprocess import (Photo, decode_picture, exposure_gain, fit_to_input, normalize, to_rgb, white_level,
+                              whole_pixels)
 
 FIND_THRESHOLD = 0.3     # lowest localiser score that counts as a digit (see bench/photo_suite.py)
 WEAK_FIND = 0.5          # a main digit found less sure than this ...
@@ -55,6 +58,9 @@ LOOK_AGAIN_CONTEXT = 4.0 # side of the second look's square / the digit's longer
 FINER_SIZE = 160         # with no main digit or one under LOOK_AGAIN_BELOW, the localiser sees the picture this large too
 FINER_THRESHOLD = 0.4    # ... and adds the digits under LOOK_AGAIN_BELOW it finds there this sure
 SAME_DIGIT_IOU = 0.5     # detections of the two looks overlapping more than this are one digit (the surer kept)
+DIM_TARGET = 77.0        # a picture with no digit found whose white level is under this (the 5th percentile of the
+#                          localiser's training scenes') is looked at again brightened up to it (docs/reading.md)
+WHITE_LEVEL_SIDE = 256   # the white level is measured on a copy at most this large
 # (zoom, shift x, shift y) of each view: zoom scales the square, shifts are fractions of its side.
 VIEWS: tuple[tuple[float, float, float], ...] = ((1.0, 0.0, 0.0), (1.15, 0.0, 0.0), (0.9, 0.0, 0.0),
                                                  (1.0, -0.06, 0.0), (1.0, 0.06, 0.0))
@@ -130,6 +136,17 @@ def frame_views(picture: Image.Image, box: Box, size: Sequence[int],
     return [fit_to_input(cut(picture, square_around(box, zoom, (dx, dy))), size, "squash") for zoom, dx, dy in views]
 
 
+def brightened(picture: Image.Image, target: float = DIM_TARGET) -> Image.Image | None:
+    """A dim RGB picture brightened so that its white level reaches ``target`` (at most
+    ``model.preprocess.MAX_GAIN``), or None if it is not dim."""
+    small = picture.copy()
+    small.thumbnail((WHITE_LEVEL_SIDE, WHITE_LEVEL_SIDE))
+    gain = exposure_gain(white_level(np.asarray(small, np.float32)), target)
+    if gain == 1.0:
+        return None
+    return picture.point([min(255, int(v * gain + 0.5)) for v in range(256)] * 3)
+
+
 def is_tight(box: Box, size: Sequence[int]) -> bool:
     """Whether a digit's box fills much of the picture: the picture itself is then a tight crop."""
     return (box[3] - box[1]) >= TIGHT_FRACTION * size[1] or (box[2] - box[0]) >= TIGHT_FRACTION * size[0]
@@ -173,7 +190,14 @@ class Reader:
 
     def find(self, picture: Image.Image) -> tuple[Detection | None, list[Detection]]:
         """The main digit (None if none) and every detection, after the finer look and the second
-        look at a small one."""
+        look at a small one; when none is found in a dim picture, all of that again on the picture
+        brightened (``brightened``)."""
+        main, found = self._find(picture)
+        if main is None and (bright := brightened(picture)) is not None:
+            return self._find(bright)
+        return main, found
+
+    def _find(self, picture: Image.Image) -> tuple[Detection | None, list[Detection]]:
         found = self.detect(picture)
         main = main_detection(found, picture.size)
         small = LOOK_AGAIN_BELOW * max(picture.size)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
 from model import reading
-from model.localiser import HEAT, INPUT_SIZE, LOG_H, LOG_W, OUTPUTS, STRIDE, main_detection
+from model.localiser import HEAT, INPUT_SIZE, LOG_H, LOG_W, OUTPUTS, STRIDE, main_detection, normalize_input
 from model.reading import FAINT, FIND_THRESHOLD, NOTHING_FOUND, VIEWS, WEAK_FIND, WEAK_READ, Reader, cut, frame_views, square_around
 
 REPO = Path(__file__).resolve().parents[1]
@@ -259,6 +259,34 @@ def test_the_shipped_localiser_finds_a_large_plain_digit():
                                    fill=ink, font=font, anchor="mm")
         found += main_detection(reader.detect(photo.filter(ImageFilter.GaussianBlur(1))), photo.size) is not None
     assert found >= 8, f"found {found} of 10 large digits"
+
+
+def test_brightened_raises_a_dim_pictures_white_level_to_the_target_at_most_4x():
+    assert reading.brightened(_picture()) is None                               # white level 200: not dim
+    assert reading.brightened(Image.new("RGB", (300, 200), (40, 40, 40))).getpixel((5, 5)) == (77, 77, 77)
+    assert reading.brightened(Image.new("RGB", (300, 200), (10, 10, 10))).getpixel((5, 5)) == (40, 40, 40)  # x4
+
+
+def test_a_dim_picture_where_nothing_is_found_is_looked_at_again_brightened():
+    calls, peaks, nothing = [], _locate_peaks((16, 16, 4, 8)), _locate_peaks()
+    bright_enough = normalize_input(np.full((1, 1, 1, 3), 60, np.uint8)).max()
+
+    def shy(batch):        # a localiser that sees the digit only in a picture brighter than 60
+        calls.append(batch.shape[2])
+        return peaks(batch) if batch.max() > bright_enough else nothing(batch)
+
+    dim = Image.new("RGB", (256, 256), (40, 40, 40))
+    r = Reader(_answers(5, 0.95), shy, (32, 32), MEAN, STD).read(dim)
+    assert r.digit == 5 and r.box == (116, 100, 148, 164) and calls == [128, 160, 128]   # found in the brighter look
+
+    def blind(batch):
+        calls.append(batch.shape[2])
+        return nothing(batch)
+
+    for picture, looks in ((_picture(), [128, 160]), (dim, [128, 160, 128, 160])):       # not dim: no second try
+        calls.clear()
+        r = Reader(_answers(5, 0.95), blind, (32, 32), MEAN, STD).read(picture)
+        assert r.digit is None and r.reason == NOTHING_FOUND and calls == looks
 
 
 def test_command_line_reads_files_and_folders(tmp_path, tiny_checkpoint, capsys):
