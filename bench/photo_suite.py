@@ -18,7 +18,8 @@ pipeline, views when unsure) are printed beside it.
 
 Box accuracy is measured on rendered scenes (``train.scenes``, test split, which the localiser never
 trained on): the fraction where the main box found has IoU >= 0.5 with the true main digit. Digit-
-free pictures (rendered walls with letters, blank, noise, a large letter) measure false finds.
+free pictures (rendered walls with letters, also in poor light, blank, noise, a large letter)
+measure false finds.
 
     python bench/photo_suite.py [--checkpoint checkpoints/default.pt] [--localiser checkpoints/localiser.pt]
                                 [--npz ../shared/data/svhn/svhn_real_val.npz] [--picture docs/reading.png]
@@ -140,16 +141,21 @@ def _as_phone_photo(make, long_side: int = 4032):
     return enlarged
 
 
-def _badly_lit(make):
-    """The same picture taken in poor light: underexposed (0.3 to 0.6 of the light), the light
+def in_poor_light(picture: np.ndarray, rng) -> np.ndarray:
+    """A uint8 picture taken in poor light: underexposed (0.3 to 0.6 of the light), the light
     falling off across it, a warm cast (tungsten or sodium lamps) and a dim sensor's noise."""
+    picture = picture.astype(np.float32) / 255
+    ramp = light_ramp(*picture.shape[:2], float(rng.uniform(0, 2 * np.pi)))
+    light = float(rng.uniform(0.3, 0.6)) * (1 + float(rng.uniform(0.6, 1.4)) * ramp)
+    cast = np.array([1.0, rng.uniform(0.8, 0.95), rng.uniform(0.55, 0.8)], np.float32)
+    picture = picture * light[..., None] * cast + rng.normal(0, rng.uniform(0.015, 0.04), picture.shape)
+    return np.clip(picture * 255, 0, 255).astype(np.uint8)
+
+
+def _badly_lit(make):
+    """The same picture taken in poor light (``in_poor_light``)."""
     def dim(crop, rng, others, fonts):
-        picture = make(crop, rng, others, fonts).astype(np.float32) / 255
-        ramp = light_ramp(*picture.shape[:2], float(rng.uniform(0, 2 * np.pi)))
-        light = float(rng.uniform(0.3, 0.6)) * (1 + float(rng.uniform(0.6, 1.4)) * ramp)
-        cast = np.array([1.0, rng.uniform(0.8, 0.95), rng.uniform(0.55, 0.8)], np.float32)
-        picture = picture * light[..., None] * cast + rng.normal(0, rng.uniform(0.015, 0.04), picture.shape)
-        return np.clip(picture * 255, 0, 255).astype(np.uint8)
+        return in_poor_light(make(crop, rng, others, fonts), rng)
     return dim
 
 
@@ -276,6 +282,8 @@ def digit_free(reader: Reader, fonts, n: int) -> dict[str, list[bool]]:
         "bare wall": lambda: (_draw_clutter(rng, _wall(rng, 360, 480)) * 255).clip(0, 255).astype(np.uint8),
         "wall with letters": lambda: (_draw_letters(rng, _wall(rng, 360, 480), fonts) * 255).clip(0, 255).astype(np.uint8),
         "large letter A": lambda: _letter("A", rng, fonts),
+        "dim wall, letters": lambda: in_poor_light(
+            (_draw_letters(rng, _wall(rng, 360, 480), fonts) * 255).clip(0, 255).astype(np.uint8), rng),
     }
     out = {}
     for name, make in cases.items():
