@@ -276,14 +276,17 @@ def box_accuracy(reader: Reader, fonts, n: int) -> tuple[list[bool], float]:
 def digit_free(reader: Reader, fonts, n: int) -> dict[str, list[bool]]:
     """Whether each digit-free picture, by kind, was answered "no digit"."""
     rng = np.random.default_rng(7)
+
+    def wall_with_letters() -> np.ndarray:
+        return (_draw_letters(rng, _wall(rng, 360, 480), fonts) * 255).clip(0, 255).astype(np.uint8)
+
     cases = {
         "blank white": lambda: np.full((360, 480, 3), 255, np.uint8),
         "random noise": lambda: rng.integers(0, 256, (360, 480, 3), dtype=np.uint8),
         "bare wall": lambda: (_draw_clutter(rng, _wall(rng, 360, 480)) * 255).clip(0, 255).astype(np.uint8),
-        "wall with letters": lambda: (_draw_letters(rng, _wall(rng, 360, 480), fonts) * 255).clip(0, 255).astype(np.uint8),
+        "wall with letters": wall_with_letters,
         "large letter A": lambda: _letter("A", rng, fonts),
-        "dim wall, letters": lambda: in_poor_light(
-            (_draw_letters(rng, _wall(rng, 360, 480), fonts) * 255).clip(0, 255).astype(np.uint8), rng),
+        "dim wall, letters": lambda: in_poor_light(wall_with_letters(), rng),
     }
     out = {}
     for name, make in cases.items():

@@ -41,6 +41,7 @@ QUANTIZATION_KEY = "quantization"  # ONNX metadata_props key of int8 files: JSON
 INT8_RECIPE = "3"                  # train.quantize's recipe; an int8 file made by another is stale
 # the preprocessing its calibration inputs went through (model.preprocess.expose); under another, stale
 INT8_EXPOSURE = f"white level raised to {EXPOSURE_TARGET:g}, at most x{MAX_GAIN:g}"
+INT8_STAMPS = {"recipe": INT8_RECIPE, "exposure": INT8_EXPOSURE}   # what an int8 file records to be current
 ONNX_EXPORT = "2"                  # model.export's graph version (2: a localiser takes any multiple of 32 as its
                                    # height and width); a file (fp32 or int8) exported by another is stale
 FIELDS_NEEDED = ("class_names", "input_size", "mean", "std")
@@ -99,7 +100,7 @@ def file_sha256(path: str | Path) -> str:
 def onnx_is_current(ckpt_path: str | Path, precision: str = "fp32") -> bool:
     """True if the checkpoint's ONNX file (``precision`` "fp32" or "int8") exists and was made from
     this very checkpoint by the current exporter (``ONNX_EXPORT``; an int8 file also by
-    ``INT8_RECIPE``, the quantiser's current recipe, from inputs exposed as now: ``INT8_EXPOSURE``).
+    ``INT8_STAMPS``: the quantiser's current recipe, from inputs exposed as now).
 
     The exporter stores the checkpoint's SHA-256 in the ONNX metadata (``SOURCE_SHA256_KEY``); the
     digest is looked for in the file's bytes, so neither onnx nor onnxruntime is imported here.
@@ -112,8 +113,7 @@ def onnx_is_current(ckpt_path: str | Path, precision: str = "fp32") -> bool:
     if not ckpt_path.exists():
         return True
     data = onnx_path.read_bytes()
-    if precision == "int8" and (f'"recipe": "{INT8_RECIPE}"'.encode() not in data
-                                or f'"exposure": "{INT8_EXPOSURE}"'.encode() not in data):
+    if precision == "int8" and any(f'"{key}": "{value}"'.encode() not in data for key, value in INT8_STAMPS.items()):
         return False
     if f'"onnx_export": "{ONNX_EXPORT}"'.encode() not in data:
         return False

@@ -33,8 +33,8 @@ import numpy as np
 
 from model.checkpoint import CheckpointError, describe, load_checkpoint
 from model.export import export_onnx
-from model.inference import (INT8_EXPOSURE, INT8_RECIPE, QUANTIZATION_KEY, OnnxPredictor, default_threads,
-                             int8_path_for, onnx_is_current, onnx_path_for)
+from model.inference import (INT8_STAMPS, QUANTIZATION_KEY, OnnxPredictor, default_threads, int8_path_for,
+                             onnx_is_current, onnx_path_for)
 from model.localiser import INPUT_SIZE, iou, normalize_input
 from model.preprocess import normalize
 from model.quantize import CONVOLUTIONS, QUANTIZED_OP_TYPES, first_and_last, float_by_weight, quantize_int8, set_metadata
@@ -137,9 +137,9 @@ def make_int8(ckpt_path: str | Path, calibration_size: int | None = None, check_
         data = f"SynthDigits v{GENERATOR_VERSION} validation split, {check_size} renders, seed {SEED}"
         check = lambda: accuracy_check(fp32_path, tmp_path, x, y, data)  # noqa: E731
         method, op_types = METHOD, QUANTIZED_OP_TYPES
-    recipe = {"recipe": INT8_RECIPE, "precision": "int8", "format": "QDQ", "weights": "int8, symmetric, per channel",
+    recipe = {**INT8_STAMPS, "precision": "int8", "format": "QDQ", "weights": "int8, symmetric, per channel",
               "activations": f"uint8, per tensor, {method} ranges", "op_types": list(op_types),
-              "float_nodes": keep_float, "calibration": source, "exposure": INT8_EXPOSURE}
+              "float_nodes": keep_float, "calibration": source}
     quantize_int8(fp32_path, tmp_path, calibration, keep_float, op_types=op_types, method=method,
                   extra={QUANTIZATION_KEY: json.dumps(recipe)})
     recipe["check"] = check()
