@@ -34,8 +34,17 @@ def test_every_kind_is_rendered_and_boxes_lie_in_the_frame(fonts):
         counts["with digits" if len(scene.boxes) else "without"] += 1
         for x0, y0, x1, y1 in scene.boxes:
             assert 0 <= x0 < x1 <= w + 1e-3 and 0 <= y0 < y1 <= h + 1e-3
-            assert min(x1 - x0, y1 - y0) >= scenes.MIN_SIDE_PX
+            assert max(x1 - x0, y1 - y0) >= scenes.MIN_SIDE_PX
     assert counts["with digits"] > 20 and counts["without"] >= 2
+
+
+def test_a_thin_whole_digit_is_a_digit_and_a_tiny_or_cut_one_is_not():
+    """A 1 is far thinner than MIN_SIDE_PX at the localiser's scale; it must still be a digit
+    (renderer version 1 made it a cut digit, which trains as background)."""
+    thin, tiny, cut = [10, 10, 12, 30], [40, 40, 43, 43], [58, 10, 70, 40]   # cut: half past the clip
+    digits, ignored = scenes.split_visible(np.asarray([thin, tiny, cut], np.float32), (0, 0, 64, 64))
+    np.testing.assert_array_equal(digits, [thin])
+    np.testing.assert_array_equal(ignored, [tiny, [58, 10, 64, 40]])
 
 
 def test_digit_boxes_hold_the_ink(fonts):

@@ -306,7 +306,8 @@ def train_one_epoch(net, optimizer, scheduler, data, boxes, ignore, cfg: Localis
 def _checkpoint(net, cfg: LocaliserConfig, epoch: int, metrics: dict, state: dict | None = None) -> dict:
     arch = ArchConfig(arch="locnet", depth=cfg.depth, width=cfg.width, num_classes=len(OUTPUTS))
     seeds = ", ".join(map(str, cfg.data_seeds))
-    dataset = (f"Scenes v1 (train/scenes.py): {cfg.scenes * len(cfg.data_seeds):,} rendered photos of house numbers, "
+    dataset = (f"Scenes r{RENDERER_VERSION} (train/scenes.py): {cfg.scenes * len(cfg.data_seeds):,} rendered photos "
+               f"of house numbers, "
                f"walls and letters (render seeds {seeds}), boxes of every digit"
                + (", zoomed and recoloured as drawn" if cfg.augment else "")
                + (f", {cfg.poor_light:.0%} of those in poor light" if cfg.augment and cfg.poor_light else "")
@@ -377,7 +378,8 @@ def train(cfg: LocaliserConfig, resume: str | None = None) -> Path:
         scores = evaluate(main_digits(torch_forward(net), val_data["x"], FIND_THRESHOLD), val_data)
         log.info("epoch %d: loss %.4f, val main-box IoU>=0.5 %.4f, false alarms on empty scenes %.4f, %.0f s",
                  epoch + 1, loss, scores["box_iou50"], scores["false_alarm"], time.perf_counter() - began)
-        data_note = f"{cfg.val_scenes:,} rendered validation scenes (seed {cfg.seed}, disjoint from train)"
+        data_note = (f"{cfg.val_scenes:,} rendered validation scenes (seed {cfg.seed}, renderer r{RENDERER_VERSION}, "
+                     f"disjoint from train)")
         metrics = {"val_box_iou50": {"value": scores["box_iou50"], "data": data_note},
                    "val_false_alarm": {"value": scores["false_alarm"], "data": data_note + ", digit-free ones"}}
         if scores["box_iou50"] > best:

@@ -38,11 +38,12 @@ from train.synth import (DIGITS, RENDER_SCALE, _crop_coeffs, _draw_text, _layout
 KINDS = ("plate", "tight", "empty", "two")
 KIND_CDF = np.cumsum([0.5, 0.2, 0.15, 0.15])
 SCENE_SPLIT_IDS = {"train": 10, "val": 11, "test": 12}
-RENDERER_VERSION = 1      # in the cached scenes' file names: raise it whenever render_scene draws differently
+RENDERER_VERSION = 2      # in the cached scenes' file names: raise it whenever render_scene draws or labels differently
+#                           (2: a thin digit, a 1 under MIN_SIDE_PX wide, is a digit, no longer a cut digit)
 # Letters and symbols that do not look like a digit (no O, I, l, S, B, Z, G, g, q, b).
 DISTRACTORS = "ACEFHKLMNPRUVWXYacefhkmnrtuvwxy#&+%@?!*"
 MIN_VISIBLE = 0.7        # fraction of a digit's box inside the frame for it to count as a digit
-MIN_SIDE_PX = 4          # smaller digits are ignored
+MIN_SIDE_PX = 4          # digits whose longer side is smaller are ignored (a 1 is thinner than this and still a digit)
 
 
 @dataclass
@@ -215,13 +216,16 @@ def _plate(rng: np.random.Generator, fonts: Sequence[Path], digit_px: float) -> 
 
 
 def split_visible(boxes: np.ndarray, clip: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """(digits, ignored): boxes mostly inside ``clip`` (clipped to it), and the rest that show at all."""
+    """(digits, ignored): boxes mostly inside ``clip`` (clipped to it) and at least MIN_SIDE_PX on their
+    longer side, and the rest that show at all. The longer side: a 1 is tall and thin, and until
+    renderer version 2 the shorter side here made about half the 1s of the training scenes cut
+    digits, which the localiser learns as background (docs/reading.md)."""
     if len(boxes) == 0:
         return boxes, boxes
     clipped = np.concatenate([np.maximum(boxes[:, :2], clip[:2]), np.minimum(boxes[:, 2:], clip[2:])], axis=1)
     area = lambda b: np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)  # noqa: E731
     visible = area(clipped) / np.maximum(area(boxes), 1e-6)
-    big = np.minimum(clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]) >= MIN_SIDE_PX
+    big = np.maximum(clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]) >= MIN_SIDE_PX
     keep = (visible >= MIN_VISIBLE) & big
     return clipped[keep], clipped[~keep & (visible > 0)]
 
