@@ -217,9 +217,10 @@ def _plate(rng: np.random.Generator, fonts: Sequence[Path], digit_px: float) -> 
 
 def split_visible(boxes: np.ndarray, clip: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray]:
     """(digits, ignored): boxes mostly inside ``clip`` (clipped to it) and at least MIN_SIDE_PX on their
-    longer side, and the rest that show at all. The longer side: a 1 is tall and thin, and until
-    renderer version 2 the shorter side here made about half the 1s of the training scenes cut
-    digits, which the localiser learns as background (docs/reading.md)."""
+    longer side, and the rest that show at all. The longer side: a 1 is tall and thin; until
+    renderer version 2 the shorter side here made about 5% of the whole digits of the training
+    scenes cut digits, which the localiser learns as background (7% of the 1s as rendered, more
+    after the training zoom; docs/reading.md)."""
     if len(boxes) == 0:
         return boxes, boxes
     clipped = np.concatenate([np.maximum(boxes[:, :2], clip[:2]), np.minimum(boxes[:, 2:], clip[2:])], axis=1)
