@@ -307,8 +307,7 @@ def _checkpoint(net, cfg: LocaliserConfig, epoch: int, metrics: dict, state: dic
     arch = ArchConfig(arch="locnet", depth=cfg.depth, width=cfg.width, num_classes=len(OUTPUTS))
     seeds = ", ".join(map(str, cfg.data_seeds))
     dataset = (f"Scenes r{RENDERER_VERSION} (train/scenes.py): {cfg.scenes * len(cfg.data_seeds):,} rendered photos "
-               f"of house numbers, "
-               f"walls and letters (render seeds {seeds}), boxes of every digit"
+               f"of house numbers, walls and letters (render seeds {seeds}), boxes of every digit"
                + (", zoomed and recoloured as drawn" if cfg.augment else "")
                + (f", {cfg.poor_light:.0%} of those in poor light" if cfg.augment and cfg.poor_light else "")
                + (f", {cfg.letter_closeups:.0%} replaced by letter close-ups" if cfg.letter_closeups else "")
