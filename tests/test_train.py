@@ -276,6 +276,38 @@ def test_init_with_another_architecture_is_refused(svhn_run, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_tune_trains_only_the_named_parts_of_an_init_network_and_says_so(svhn_run, tmp_path):
+    """--tune conv1 group1 (surgical fine-tuning): those parts move, the others keep --init's weights
+    (batch-norm statistics still follow the data), and the checkpoint's data description says so."""
+    init = svhn_run / "run" / "best.pt"
+    cfg = _svhn_config(svhn_run / "data", epochs=1, dropout=0.1, val_size=12, init=str(init), tune=("conv1", "group1"))
+    loop.fit(cfg, tmp_path / "fine")
+    before, tuned = load_checkpoint(init), load_checkpoint(tmp_path / "fine" / "last.pt")
+    for key, value in before["state_dict"].items():
+        if "running_" in key or "num_batches" in key:
+            continue
+        moved = not torch.equal(value, tuned["state_dict"][key])
+        if key.startswith(("conv1.", "group1.")) and key.endswith("conv1.weight"):
+            assert moved, key
+        elif not key.startswith(("conv1.", "group1.")):
+            assert not moved, key
+    assert "then fine-tuned (conv1 group1 only) on" in tuned["dataset"]
+    assert tuned["train_config"]["tune"] == ["conv1", "group1"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--tune", "group9"], "Invalid --tune group9: the parts of this network are conv1 group1 group2 group3 bn fc."),
+    (["--tune", "conv1"], "--tune trains part of a network that starts from --init: give --init."),
+])
+def test_tune_refuses_an_unknown_part_or_a_run_without_init(svhn_run, tmp_path, capsys, extra, message):
+    init = ["--init", svhn_run / "run" / "best.pt"] if "group9" in extra else []
+    code, _, err = run_cli(["-d", "svhn", "--data-dir", svhn_run / "data", "--out", tmp_path / "run", "--epochs", "1",
+                            "--val-size", "12", "--dropout", "0.1", *init, *extra, *TINY], capsys)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+
+
 class StderrReader:
     """Collect a subprocess's stderr in the background (tqdm writes '\\r' without newlines)."""
 

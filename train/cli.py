@@ -61,6 +61,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="start from the weights of CKPT (same architecture) with a fresh optimiser and "
                         "schedule: fine-tuning")
+    p.add_argument("--tune", nargs="+", default=[], metavar="PART",
+                   help="with --init: train only these top-level parts of the network (WRN: conv1 group1 group2 "
+                        "group3 bn fc), the others keep --init's weights (batch-norm statistics still update)")
     p.add_argument("--eval-npz", default=None, metavar="NPZ",
                    help="labelled images (x uint8 NHWC, y) to report each epoch or evaluate on; never trained on")
     p.add_argument("--train-npz", nargs="+", default=[], metavar="NPZ",
@@ -108,6 +111,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     values["out"] = args.out or ""
     values["init"] = args.init or ""
     values["train_npz"] = tuple(args.train_npz or ())
+    values["tune"] = tuple(args.tune or ())
     cfg = TrainConfig(**values)
     from train.loop import arch_config
     arch_config(cfg, 10)  # validate the architecture before any data is loaded

@@ -48,6 +48,7 @@ class TrainConfig:
     holdout_fold: int = -1  # the fold of train_npz left out of training (-1: none)
     wise_ft: float = 0.0  # --cross-validate/--final: average the weights with --init's at this alpha (0: off)
     soup: int = 1  # --cross-validate/--final: runs per protocol (seeds seed..seed+soup-1), their weights averaged
+    tune: tuple[str, ...] = ()  # with init: the network's top-level parts that train, the rest frozen (): all
 
     def __post_init__(self):
         checks = [
@@ -70,6 +71,7 @@ class TrainConfig:
             (0 <= self.wise_ft <= 1, f"Invalid --wise-ft {self.wise_ft}: it must be in (0, 1]."),
             (not self.wise_ft or self.init, "--wise-ft averages with the --init checkpoint's weights: give --init."),
             (self.soup >= 1, f"Invalid --soup {self.soup}: it must be >= 1."),
+            (not self.tune or self.init, "--tune trains part of a network that starts from --init: give --init."),
             (-1 <= self.holdout_fold < self.folds,
              f"Invalid holdout fold {self.holdout_fold}: it must be -1 (none) or 0..{self.folds - 1}."),
         ]
@@ -82,6 +84,7 @@ class TrainConfig:
         d["milestones"] = list(self.milestones)
         d["synth_ablate"] = list(self.synth_ablate)
         d["train_npz"] = list(self.train_npz)
+        d["tune"] = list(self.tune)
         return d
 
     @classmethod
@@ -89,6 +92,6 @@ class TrainConfig:
         """The config stored in a checkpoint (lists back to tuples; keys older versions lacked take
         their defaults), with ``overrides``."""
         d = {**d, **overrides}
-        for name in ("milestones", "synth_ablate", "train_npz"):
+        for name in ("milestones", "synth_ablate", "train_npz", "tune"):
             d[name] = tuple(d.get(name, ()))
         return cls(**d)

@@ -62,6 +62,20 @@ def arch_config(cfg: TrainConfig, num_classes: int) -> ArchConfig:
                       cfg.bottleneck_width, num_classes)
 
 
+def tuned_parameters(net: nn.Module, parts: tuple[str, ...]) -> list[nn.Parameter]:
+    """The parameters that train: all of them, or those of the network's named top-level parts
+    (``--tune``, e.g. ``conv1 group1``: surgical fine-tuning, Lee et al. 2022), the others frozen."""
+    if not parts:
+        return list(net.parameters())
+    children = {name: child for name, child in net.named_children() if any(True for _ in child.parameters())}
+    unknown = [p for p in parts if p not in children]
+    if unknown:
+        raise ValueError(f"Invalid --tune {' '.join(unknown)}: the parts of this network are {' '.join(children)}.")
+    for name, child in children.items():
+        child.requires_grad_(name in parts)
+    return [p for p in net.parameters() if p.requires_grad]
+
+
 def describe_train_npz(cfg: TrainConfig, n: int, per_batch: int) -> str:
     """What the --train-npz images add to a run, for the checkpoint's data description."""
     files = ", ".join(Path(p).name for p in cfg.train_npz)
@@ -87,7 +101,7 @@ class Run:
         self.arch = arch_config(cfg, len(self.class_names))
         torch.manual_seed(cfg.seed)  # --seed covers weight initialisation: one command, one network
         self.net = build_network(self.arch).to(self.rt.device, memory_format=self.rt.memory_format)
-        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+        self.optimizer = torch.optim.SGD(tuned_parameters(self.net, cfg.tune), lr=cfg.lr, momentum=cfg.momentum,
                                          nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(cfg.milestones), cfg.gamma)
         self.scaler = torch.amp.GradScaler(self.rt.device.type, enabled=self.rt.amp_dtype == torch.float16)
@@ -149,7 +163,8 @@ class Run:
                              f"builds a {self.arch.name} (dropout {self.arch.dropout}); give the same --arch, "
                              f"--depth, --width and --dropout.")
         self.net.load_state_dict(ckpt["state_dict"])
-        self.dataset_description = f"{ckpt['dataset']}; then fine-tuned on {self.dataset_description}"
+        tuned = f" ({' '.join(self.cfg.tune)} only)" if self.cfg.tune else ""
+        self.dataset_description = f"{ckpt['dataset']}; then fine-tuned{tuned} on {self.dataset_description}"
         self.seen_npz.update(seen_npz(ckpt))
 
     def _restore(self, ckpt: dict) -> None:
