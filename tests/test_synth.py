@@ -147,3 +147,31 @@ def test_sampled_styles_have_zero_to_three_clutter_items():
     rng = np.random.default_rng(5)
     counts = [len(synth._sample_effects(rng)["clutter"]) for _ in range(400)]
     assert set(counts) == {0, 1, 2, 3}
+
+
+def _faces_of_several_folders(fonts: list[Path], n: int = 6) -> list[Path]:
+    """Up to ``n`` faces, the first of each folder (folders weigh the faces), in find_fonts order."""
+    chosen, folders = [], set()
+    for face in fonts:
+        if face.parent not in folders:
+            chosen.append(face)
+            folders.add(face.parent)
+        if len(chosen) == n:
+            break
+    return chosen
+
+
+def test_a_font_kit_is_found_in_the_same_order_and_draws_the_same_pixels(fonts, tmp_path, monkeypatch):
+    """train.fontkit: the faces cut down to the characters drawn are a fraction of the size, and a
+    machine that only has the kit (SYNTH_FONT_DIRS) renders the same digits and scenes."""
+    from train import fontkit
+
+    faces = _faces_of_several_folders(fonts)
+    assert len(faces) >= 3
+    kit = fontkit.write_kit(tmp_path / "kit", faces)
+    assert [k.relative_to(tmp_path / "kit") for k in kit] == [f.absolute().relative_to("/") for f in faces]
+    assert sum(k.stat().st_size for k in kit) < sum(f.stat().st_size for f in faces) / 3
+    monkeypatch.setenv(synth.FONT_DIRS_ENV, str(tmp_path / "kit"))
+    assert synth.find_fonts() == kit
+    assert fontkit.same_drawing(faces, kit, digits=60, scenes=6)
+    assert not fontkit.same_drawing(faces, kit[::-1], digits=60, scenes=6)   # the check can tell faces apart

@@ -42,6 +42,7 @@ FONT_PACKAGES: tuple[str, ...] = (
     "fonts-vollkorn", "fonts-ubuntu-title",
 )
 DEFAULT_FONT_DIRS: tuple[str, ...] = ("/usr/share/fonts", "/usr/local/share/fonts")
+FONT_DIRS_ENV = "SYNTH_FONT_DIRS"  # folders to search instead (os.pathsep-separated), e.g. a train.fontkit kit
 FONT_SUFFIXES: tuple[str, ...] = (".ttf", ".otf", ".ttc", ".pfb", ".t1")  # preference order
 GENERATOR_VERSION = 5
 SPLIT_IDS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
@@ -258,11 +259,18 @@ def _find_fonts_cached(dirs: tuple[str, ...]) -> tuple[Path, ...]:
     return tuple(kept)
 
 
-def find_fonts(dirs: Sequence[str | Path] = DEFAULT_FONT_DIRS) -> list[Path]:
+def font_dirs() -> tuple[str, ...]:
+    """The folders faces are searched in: ``$SYNTH_FONT_DIRS`` if set, else DEFAULT_FONT_DIRS."""
+    env = os.environ.get(FONT_DIRS_ENV, "")
+    return tuple(d for d in env.split(os.pathsep) if d) or DEFAULT_FONT_DIRS
+
+
+def find_fonts(dirs: Sequence[str | Path] | None = None) -> list[Path]:
     """Discover installed faces that can draw ten distinct digits.
 
     Args:
-        dirs: Directories searched recursively for .ttf/.otf/.ttc/.pfb/.t1 files.
+        dirs: Directories searched recursively for .ttf/.otf/.ttc/.pfb/.t1 files (default:
+            ``font_dirs()``).
 
     Returns:
         Usable font paths, one per distinct face, in a deterministic order.
@@ -270,7 +278,7 @@ def find_fonts(dirs: Sequence[str | Path] = DEFAULT_FONT_DIRS) -> list[Path]:
     Raises:
         RuntimeError: When no usable face is found (the message names the packages to install).
     """
-    return list(_find_fonts_cached(tuple(str(d) for d in dirs)))
+    return list(_find_fonts_cached(tuple(str(d) for d in (font_dirs() if dirs is None else dirs))))
 
 
 # ----------------------------------------------------------------------------- style sampling
