@@ -23,16 +23,13 @@ from typing import Sequence
 import numpy as np
 from fontTools import subset
 
-from train.scenes import DISTRACTORS, render_scene
-from train.synth import DIGITS, FONT_DIRS_ENV, find_fonts, render_digit
-
-log = logging.getLogger(__name__)
+from train.scenes import render_scene
+from train.synth import FONT_DIRS_ENV, find_fonts, render_digit
 
 # Basic Latin and Latin-1, not only the characters drawn (DIGITS, DISTRACTORS): FreeType's auto-hinter
 # measures a face's Latin letters (its blue zones) to hint a face that has no hints of its own, so
 # with the drawn characters alone 85 of the 487 faces drew their digits otherwise (2026-12-01).
 CHARACTERS = "".join(chr(c) for c in range(0x20, 0x100))
-assert set(DIGITS + DISTRACTORS) <= set(CHARACTERS)
 CHECK_DIGITS, CHECK_SCENES = 300, 30             # drawn both ways after writing the kit
 
 
