@@ -23,12 +23,14 @@ measure false finds.
 
     python bench/photo_suite.py [--checkpoint checkpoints/default.pt] [--localiser checkpoints/localiser.pt]
                                 [--npz ../shared/data/svhn/svhn_real_val.npz] [--picture docs/reading.png]
-                                [--save run.json] [--against earlier.json]
+                                [--save run.json] [--against earlier.json] [--draw N]
 
 Two runs differ mostly in a few pictures read differently, so ``--save`` keeps every picture's
 outcome (the served way), and ``--against`` an earlier run's file prints, for each variant, the box
 scenes and each digit-free kind, how many pictures were gained and lost with one standard error of
-the difference (McNemar's: the square root of gained plus lost).
+the difference (McNemar's: the square root of gained plus lost). ``--draw N`` draws other pictures
+of the same kinds (other seeds for the frames, the scenes and the digit-free pictures), to confirm
+on pictures never looked at what one draw suggested; ``--against`` refuses another draw's file.
 
 A classifier that trained on the --npz images (a fine-tune with ``--train-npz``) must read each of
 them with a model that never saw it: ``--crossval DIR`` names the folder of its cross-validation
@@ -58,7 +60,7 @@ from model.preprocess import decode_picture  # noqa: E402
 from model.reading import FAINT, NOTHING_FOUND, VIEWS, Reader  # noqa: E402
 from train.crossval import fold_models, trained_on  # noqa: E402
 from train.light import light_ramp  # noqa: E402
-from train.scenes import _draw_clutter, _draw_letters, _wall, render_scene  # noqa: E402
+from train.scenes import SCENE_SPLIT_IDS, _draw_clutter, _draw_letters, _wall, render_scene  # noqa: E402
 from train.synth import find_fonts  # noqa: E402
 
 WAYS = ("centred crop", "views only", "localiser", "localiser + views", "loc + views, max")
@@ -201,8 +203,14 @@ def readers(checkpoint: str | Path, locator: Predictor) -> dict[str, Reader]:
     }
 
 
-def photo_accuracy(ways_of: Callable[[int], dict[str, Reader]], images: np.ndarray, labels: np.ndarray, fonts
-                   ) -> dict[str, list[bool]]:
+def photo_rng(draw: int, i: int, variant: str) -> np.random.Generator:
+    """The generator of real image i's picture of ``variant``: draw 0 draws the suite's own pictures,
+    another draw other pictures of the same kinds (to confirm a result on pictures never looked at)."""
+    return np.random.default_rng([2026 + draw, i, SEED_OF.get(variant, list(VARIANTS).index(variant))])
+
+
+def photo_accuracy(ways_of: Callable[[int], dict[str, Reader]], images: np.ndarray, labels: np.ndarray, fonts,
+                   draw: int = 0) -> dict[str, list[bool]]:
     """Each variant of each real image read every way; ``ways_of(i)``: the readers for image i.
     Returns, for each variant, whether the served way (``SERVED``) read each image right."""
     served = {}
@@ -211,7 +219,7 @@ def photo_accuracy(ways_of: Callable[[int], dict[str, Reader]], images: np.ndarr
         right = {w: 0 for w in WAYS}
         refused, served[name] = 0, []
         for i, (crop, label) in enumerate(zip(images, labels)):
-            rng = np.random.default_rng([2026, i, SEED_OF.get(name, list(VARIANTS).index(name))])
+            rng = photo_rng(draw, i, name)
             picture = _jpeg(make(crop, rng, images, fonts), rng)
             for way, reader in ways_of(i).items():
                 r = reader.read(picture)
@@ -256,13 +264,14 @@ def _normalized(reader: Reader, crop: np.ndarray) -> np.ndarray:
     return preprocess(Image.fromarray(crop), reader.input_size, reader.mean, reader.std)[0]
 
 
-def box_accuracy(reader: Reader, fonts, n: int) -> tuple[list[bool], float]:
+def box_accuracy(reader: Reader, fonts, n: int, draw: int = 0) -> tuple[list[bool], float]:
     """Of rendered test scenes with digits: whether the main box found has IoU >= 0.5 with the true
     main digit (largest and most central), scene by scene, and the fraction where it has with any
     whole digit (in a house number of equal digits, which one is "main" is close to a coin toss)."""
     hits, any_digit = [], 0
     for i in range(n):
-        scene = render_scene(np.random.default_rng([0, 12, i]), fonts, size=int(np.random.default_rng(i).integers(160, 641)))
+        side = np.random.default_rng(i if draw == 0 else [draw, i]).integers(160, 641)
+        scene = render_scene(np.random.default_rng([draw, SCENE_SPLIT_IDS["test"], i]), fonts, size=int(side))
         if len(scene.boxes) == 0:
             continue
         picture = Image.fromarray(scene.image)
@@ -273,9 +282,9 @@ def box_accuracy(reader: Reader, fonts, n: int) -> tuple[list[bool], float]:
     return hits, any_digit / max(len(hits), 1)
 
 
-def digit_free(reader: Reader, fonts, n: int) -> dict[str, list[bool]]:
+def digit_free(reader: Reader, fonts, n: int, draw: int = 0) -> dict[str, list[bool]]:
     """Whether each digit-free picture, by kind, was answered "no digit"."""
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(7 if draw == 0 else [7, draw])
 
     def wall_with_letters() -> np.ndarray:
         return (_draw_letters(rng, _wall(rng, 360, 480), fonts) * 255).clip(0, 255).astype(np.uint8)
@@ -309,12 +318,18 @@ def paired(now: dict[str, list[bool]], before: dict[str, list[bool]]) -> list[tu
     return rows
 
 
-def earlier_run(path: str) -> dict[str, list[bool]]:
-    """The outcomes an earlier run wrote with ``--save``; exits with a message if it cannot be read."""
+def earlier_run(path: str, draw: int = 0) -> dict[str, list[bool]]:
+    """The outcomes an earlier run wrote with ``--save``; exits with a message if it cannot be read
+    or holds another draw's pictures."""
     try:
-        return json.loads(Path(path).read_text())["outcomes"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        saved = json.loads(Path(path).read_text())
+        outcomes, drawn = saved["outcomes"], saved.get("draw", 0)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         sys.exit(f"error: --against {path}: not a file written by --save ({type(e).__name__}: {e})")
+    if drawn != draw:
+        sys.exit(f"error: --against {path}: its pictures are --draw {drawn}, this run's --draw {draw}; "
+                 f"compare runs of the same draw")
+    return outcomes
 
 
 def _letter(char: str, rng, fonts) -> np.ndarray:
@@ -361,13 +376,16 @@ def main() -> None:
                    help="read each real image with the model of its fold in this cross-validation folder")
     p.add_argument("--picture", default=None, help="also write the README's picture (PNG) here")
     p.add_argument("--only-picture", action="store_true", help="write the picture and stop")
+    p.add_argument("--draw", type=int, default=0, metavar="N",
+                   help="another draw of the same kinds of pictures (0: the suite's own), to confirm a result on "
+                        "pictures never looked at")
     p.add_argument("--save", default=None, metavar="JSON", help="write every picture's outcome here, for --against")
     p.add_argument("--against", default=None, metavar="JSON",
                    help="compare picture by picture with an earlier run's --save (gained, lost, standard error)")
     args = p.parse_args()
     if not args.only_picture and not Path(args.npz).is_file():
         sys.exit(f"error: {args.npz}: no such file (the real digits; give another with --npz FILE.npz)")
-    before = earlier_run(args.against) if args.against else None
+    before = earlier_run(args.against, args.draw) if args.against else None
     fonts = tuple(find_fonts())
     locator = load_locator(args.localiser)
     ways = readers(args.checkpoint, locator)
@@ -384,12 +402,12 @@ def main() -> None:
     as_uploaded = np.mean([ways_of(i)[SERVED].read(Image.fromarray(c)).digit == y
                            for i, (c, y) in enumerate(zip(images, labels))])
     print(f"original 32x32 crops, each uploaded as it is (localiser + views): {as_uploaded:.2%}")
-    outcomes = photo_accuracy(ways_of, images, labels, fonts)
-    hits, any_digit = box_accuracy(ways[SERVED], fonts, args.scenes)
+    outcomes = photo_accuracy(ways_of, images, labels, fonts, args.draw)
+    hits, any_digit = box_accuracy(ways[SERVED], fonts, args.scenes, args.draw)
     print(f"box IoU >= 0.5 with the main digit: {np.mean(hits):.2%} of {len(hits)} rendered test scenes with digits "
           f"(with any whole digit: {any_digit:.2%})")
     outcomes["box IoU >= 0.5"] = hits
-    for name, refused in digit_free(ways[SERVED], fonts, 50).items():
+    for name, refused in digit_free(ways[SERVED], fonts, 50, args.draw).items():
         print(f"digit-free: {name:<20} answered 'no digit' {np.mean(refused):.0%}")
         outcomes[f"digit-free: {name}"] = refused
     print(f"({time.perf_counter() - began:.0f} s; no-digit reasons: {NOTHING_FOUND!r}, {FAINT!r})")
@@ -399,7 +417,7 @@ def main() -> None:
             print(f"  {name:<36} {gained - lost:+5d} ({gained} gained, {lost} lost, +-{se:.1f})")
     if args.save:
         Path(args.save).write_text(json.dumps({"localiser": args.localiser, "checkpoint": args.checkpoint,
-                                               "crossval": args.crossval, "outcomes": outcomes}))
+                                               "crossval": args.crossval, "draw": args.draw, "outcomes": outcomes}))
     if args.picture:
         picture_sheet(ways[SERVED], fonts, args.picture)
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.photo_suite import SEED_OF, VARIANTS, earlier_run, paired
+from bench.photo_suite import SEED_OF, VARIANTS, earlier_run, paired, photo_rng
 
 
 def test_the_badly_lit_photo_is_the_plain_wall_frame_dimmed_picture_for_picture():
@@ -48,3 +48,21 @@ def test_an_earlier_run_is_read_back_and_a_foreign_file_refused_with_a_message(t
     for bad in ("other.json", "missing.json"):
         with pytest.raises(SystemExit, match="not a file written by --save"):
             earlier_run(str(tmp_path / bad))
+
+
+def test_draw_0_is_the_suites_own_pictures_and_another_draw_other_ones_still_paired():
+    for i in range(3):
+        for index, name in enumerate(VARIANTS):
+            own = photo_rng(0, i, name).random(4)
+            assert np.array_equal(own, np.random.default_rng([2026, i, SEED_OF.get(name, index)]).random(4))
+            assert not np.array_equal(own, photo_rng(3, i, name).random(4))
+        lit, dim = (photo_rng(3, i, n).random(4) for n in ("in a 3-6x frame: plain wall", "plain wall frame, badly lit"))
+        assert np.array_equal(lit, dim)
+
+
+def test_an_earlier_run_of_another_draw_is_refused(tmp_path):
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps({"draw": 3, "outcomes": {"plain wall": [True]}}))
+    assert earlier_run(str(saved), draw=3) == {"plain wall": [True]}
+    with pytest.raises(SystemExit, match="--draw 3, this run's --draw 0"):
+        earlier_run(str(saved))
