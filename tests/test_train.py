@@ -6,6 +6,7 @@ subprocesses get OMP_NUM_THREADS=1: on a small shared CPU, more threads only add
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -276,12 +277,14 @@ def test_init_with_another_architecture_is_refused(svhn_run, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_tune_trains_only_the_named_parts_of_an_init_network_and_says_so(svhn_run, tmp_path):
+def test_tune_trains_only_the_named_parts_of_an_init_network_and_says_so(svhn_run, tmp_path, caplog):
     """--tune conv1 group1 (surgical fine-tuning): those parts move, the others keep --init's weights
     (batch-norm statistics still follow the data), and the checkpoint's data description says so."""
     init = svhn_run / "run" / "best.pt"
     cfg = _svhn_config(svhn_run / "data", epochs=1, dropout=0.1, val_size=12, init=str(init), tune=("conv1", "group1"))
-    loop.fit(cfg, tmp_path / "fine")
+    with caplog.at_level(logging.INFO, logger="train.loop"):
+        loop.fit(cfg, tmp_path / "fine")
+    assert re.search(r"WRN-10-1, [\d,]+ parameters \([\d,]+ of them trained\)", caplog.text)
     before, tuned = load_checkpoint(init), load_checkpoint(tmp_path / "fine" / "last.pt")
     for key, value in before["state_dict"].items():
         if "running_" in key or "num_batches" in key:

@@ -290,8 +290,10 @@ def fit(cfg: TrainConfig, out_dir: Path | None = None, resume: str | Path | None
                               f"or choose another folder with --out.")
     run = Run(cfg, out_dir, ckpt)  # loads the data first: a failed start leaves no empty folder
     out_dir.mkdir(parents=True, exist_ok=True)
-    log.info("%s, %s parameters, on %s; %s; writing to %s", run.arch.name, f"{count_parameters(run.net):,}",
-             run.rt.device, run.dataset_description, out_dir)
+    total, trained = sum(p.numel() for p in run.net.parameters()), count_parameters(run.net)
+    log.info("%s, %s parameters%s, on %s; %s; writing to %s", run.arch.name, f"{total:,}",
+             f" ({trained:,} of them trained)" if trained < total else "", run.rt.device, run.dataset_description,
+             out_dir)
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         for epoch in range(run.progress.epoch, cfg.epochs):
