@@ -383,6 +383,8 @@ def main() -> None:
     p.add_argument("--against", default=None, metavar="JSON",
                    help="compare picture by picture with an earlier run's --save (gained, lost, standard error)")
     args = p.parse_args()
+    if args.draw < 0:
+        sys.exit(f"error: --draw {args.draw}: a draw is a whole number, 0 or more (0: the suite's own pictures)")
     if not args.only_picture and not Path(args.npz).is_file():
         sys.exit(f"error: {args.npz}: no such file (the real digits; give another with --npz FILE.npz)")
     before = earlier_run(args.against, args.draw) if args.against else None
